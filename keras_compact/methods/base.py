@@ -1,0 +1,54 @@
+"""What a compaction method provides to the trainer."""
+
+import keras
+
+from keras_compact import models
+
+
+class Method:
+    """Base class of a method: build, compile, then make the deployable model.
+
+    A method is one module in `keras_compact.methods` with a subclass of this
+    registered by `@methods.register("name")`. The trainer calls, in order:
+    `prepare` -> `build_model` (under the strategy's scope) ->
+    `compile_model` -> `fit` with `callbacks` -> `deployable` -> export.
+    Override only what the method does differently.
+
+    Attributes:
+        options: method-specific config fields, `{name: (default, help)}`.
+            They become config entries (paper values in `configs/<name>.py`)
+            and `--name=value` flags of the trainers.
+    """
+
+    name = None
+    options = {}
+
+    def prepare(self, context):
+        """Runs before the model is built (e.g. a channel search).
+
+        Returns False to stop after this step (nothing is trained).
+        """
+        del context
+        return True
+
+    def build_model(self, config, input_shape, num_classes):
+        """Returns the trainable model for `config.arch`."""
+        return models.build(config.arch, input_shape, num_classes)
+
+    def compile_model(self, model, optimizer, config):
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=config.jit_compile,
+        )
+
+    def callbacks(self, context):
+        """Extra Keras callbacks for `fit`."""
+        del context
+        return []
+
+    def deployable(self, model, context):
+        """Returns the plain model to evaluate, profile and export."""
+        del context
+        return model

@@ -1,0 +1,96 @@
+"""Shared test helpers in the keras-hub style (`keras.testing` is private)."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+
+
+def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
+                   fit=True):
+    """Builds, calls, round-trips the config and trains a layer one step.
+
+    Returns the built layer. Checks: `get_config`/`from_config` and
+    serialize/deserialize give a layer with the same config; symbolic and
+    eager calls agree on the output shape with `compute_output_shape`; a
+    one-step `fit` of a model around the layer runs and gives a finite loss.
+    """
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    assert layer_cls.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
+    assert type(restored) is layer_cls
+    assert restored.get_config() == config
+
+    symbolic = layer(keras.KerasTensor(input_shape))
+    assert tuple(symbolic.shape) == tuple(expected_output_shape)
+    assert tuple(layer.compute_output_shape(input_shape)) == tuple(
+        expected_output_shape
+    )
+    eager = layer(np.random.uniform(size=input_shape).astype("float32"))
+    assert tuple(eager.shape) == tuple(expected_output_shape)
+
+    if fit:
+        inputs = keras.Input(input_shape[1:])
+        outputs = layer_cls(**init_kwargs)(inputs)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="sgd", loss="mse")
+        x = np.random.uniform(size=input_shape).astype("float32")
+        y = np.random.uniform(size=expected_output_shape).astype("float32")
+        history = model.fit(x, y, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    return layer
+
+
+def run_model_saving_test(model, input_data, atol=1e-6):
+    """Saves `model` as `.keras`, loads it and compares outputs."""
+    expected = model(input_data, training=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        restored = keras.models.load_model(path)
+    assert type(restored) is type(model)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(input_data, training=False)),
+        keras.ops.convert_to_numpy(expected),
+        atol=atol,
+    )
+    return restored
+
+
+def run_litert(path, input_data):
+    """Runs a `.tflite` file with the LiteRT interpreter, one image a call."""
+    interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
+    interpreter = interpreter_module.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    results = []
+    for sample in input_data:
+        x = sample[None]
+        scale, zero_point = inp["quantization"]
+        if inp["dtype"] != np.float32:
+            x = np.round(x / scale + zero_point).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        scale, zero_point = out["quantization"]
+        if out["dtype"] != np.float32:
+            y = (y.astype("float32") - zero_point) * scale
+        results.append(y)
+    return np.stack(results)
+
+
+def run_litert_export_test(model, input_data, atol=1e-4):
+    """Exports float32 `.tflite` with builtin ops only and compares outputs."""
+    from keras_compact import export
+
+    expected = keras.ops.convert_to_numpy(model(input_data, training=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.to_litert(model, os.path.join(tmp, "model.tflite"))
+        actual = run_litert(path, input_data)
+    np.testing.assert_allclose(actual, expected, atol=atol)
