@@ -3,3 +3,4 @@
 from keras_compact.layers.batch_normalization import BatchNormalization
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.grouped_conv import kaiming_normal
+from keras_compact.layers.slim_conv import SlimConv2D
