@@ -34,7 +34,7 @@ from keras_compact.models import mobilenet
 from keras_compact.registry import Registry
 
 EXPANDED_LAYERS = (ExpandedConv2D, ExpandedDense)
-EXPANSIONS = ("cl", "ck", "fc", "cl+fc", "ck+fc")
+EXPANSIONS = ("none", "cl", "ck", "fc", "cl+fc", "ck+fc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +73,18 @@ for _suffix in ("", "_cifar"):
 
 
 def parse_expansion(expand):
-    """`"ck+fc"` / `"ck,fc"` -> `("ck", True)`: conv strategy and FC flag."""
-    parts = tuple(sorted(p for p in expand.replace(",", "+").split("+")
-                         if p.strip()))
-    key = "+".join(p for p in parts if p != "fc")
-    key = "+".join(filter(None, (key, "fc" if "fc" in parts else "")))
-    if key not in EXPANSIONS:
+    """`"ck+fc"` / `"fc,ck"` -> `("ck", True)`: conv strategy, FC flag.
+
+    `"none"` gives `(None, False)`: the compact net, trained with the same
+    recipe (the tables' baseline row).
+    """
+    parts = [p.strip() for p in expand.replace(",", "+").split("+")]
+    convs = [p for p in parts if p != "fc"]
+    key = "+".join(convs + ["fc"] * ("fc" in parts))
+    if key not in EXPANSIONS or len(parts) != len(set(parts)):
         raise ValueError(f"expand must be one of {', '.join(EXPANSIONS)} "
                          f"('+' or ',' separated). Received: expand={expand}")
-    strategy = key.split("+")[0] if key != "fc" else None
+    strategy = convs[0] if convs and convs[0] != "none" else None
     return strategy, "fc" in parts
 
 
@@ -124,7 +127,7 @@ def build_expanded(arch, input_shape, num_classes, expand="ck+fc",
             their `_cifar` variants).
         input_shape: `(height, width, channels)`.
         num_classes: number of logits.
-        expand: `"cl"`, `"ck"`, `"fc"`, `"cl+fc"` or `"ck+fc"`.
+        expand: `"none"`, `"cl"`, `"ck"`, `"fc"`, `"cl+fc"` or `"ck+fc"`.
         expansion_rate: `r` (4 in the paper).
 
     Returns:
@@ -205,8 +208,8 @@ class ExpandNet(Method):
     """Trains `config.arch` linearly expanded; deploys it contracted."""
 
     options = {
-        "expand": ("ck+fc", "expansion: cl, ck, fc, cl+fc or ck+fc ('+' or "
-                            "',' separated); CK needs k > 3 (smallnet7)"),
+        "expand": ("ck+fc", "expansion: none, cl, ck, fc, cl+fc or ck+fc "
+                            "('+' or ',' separated); CK needs k > 3"),
         "expand_rate": (4.0, "expansion rate r of every expanded layer"),
     }
 
