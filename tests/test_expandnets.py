@@ -197,6 +197,14 @@ TABLE = [
 ]
 
 
+def _assert_distinct_kernels(model):
+    # A shared unseeded initializer would start same-shaped layers equal
+    # (and LiteRT would then store one buffer for them).
+    kernels = [keras.ops.convert_to_numpy(w).tobytes()
+               for w in model.trainable_weights if len(w.shape) > 1]
+    assert len(set(kernels)) == len(kernels)
+
+
 def _layer_types(model):
     return [(type(layer).__name__, layer.name,
              [tuple(w.shape) for w in layer.weights])
@@ -210,6 +218,7 @@ def test_params_and_macs_match_the_paper(arch, size, classes, compact,
     shape = (size, size, 3)
     native = models.build(arch, shape, classes)
     native_profile = profiling.profile(native)
+    _assert_distinct_kernels(native)
     assert native_profile.params == native.count_params() - sum(
         np.prod(w.shape) for w in native.non_trainable_weights)
     for actual, wanted in zip((native_profile.params, native_profile.macs),
@@ -217,6 +226,7 @@ def test_params_and_macs_match_the_paper(arch, size, classes, compact,
         assert wanted is None or actual == wanted
     for expand, wanted_counts in expanded.items():
         model = expandnet.build_expanded(arch, shape, classes, expand)
+        _assert_distinct_kernels(model)
         result = profiling.profile(model)
         for actual, wanted in zip((result.params, result.macs),
                                   wanted_counts):

@@ -167,8 +167,8 @@ class ExpandedConv2D(keras.layers.Layer):
 
     def build(self, input_shape):
         in_channels = self.input_channels = input_shape[-1]
-        for width in (in_channels, *(w for w, _, _ in
-                                     self._plan(in_channels))):
+        plan = self._plan(in_channels)
+        for width in (in_channels, *(w for w, _, _ in plan)):
             if width % self.groups:
                 raise ValueError(
                     f"Every width of the chain must be divisible by groups="
@@ -177,14 +177,13 @@ class ExpandedConv2D(keras.layers.Layer):
         self.pads = self._pads(input_shape)
         shape = _padded_shape(input_shape, self.pads)
         self.convs = []
-        for index, (width, kernel, strides) in enumerate(
-                self._plan(in_channels)):
+        for index, (width, kernel, strides) in enumerate(plan):
             fan_in = kernel[0] * kernel[1] * shape[-1] // self.groups
             conv = GroupedConv2D(
                 width, kernel, strides=strides, padding="valid",
                 groups=self.groups, use_bias=self.use_bias,
-                kernel_initializer=_fresh(self.kernel_initializer),
-                bias_initializer=_fresh(self.bias_initializer)
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
+                bias_initializer=fresh_initializer(self.bias_initializer)
                 or torch_default_bias(fan_in),
                 kernel_regularizer=self.kernel_regularizer,
                 bias_regularizer=self.bias_regularizer,
@@ -348,8 +347,8 @@ class ExpandedDense(keras.layers.Layer):
         for index, width in enumerate((*hidden, self.units)):
             dense = keras.layers.Dense(
                 width, use_bias=self.use_bias,
-                kernel_initializer=_fresh(self.kernel_initializer),
-                bias_initializer=_fresh(self.bias_initializer)
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
+                bias_initializer=fresh_initializer(self.bias_initializer)
                 or torch_default_bias(shape[-1]),
                 kernel_regularizer=self.kernel_regularizer,
                 bias_regularizer=self.bias_regularizer,
@@ -455,8 +454,12 @@ def _width(rate, channels):
     return max(1, int(round(rate * channels)))
 
 
-def _fresh(initializer):
-    """A new instance: one unseeded instance repeats its values per call."""
+def fresh_initializer(initializer):
+    """A copy of `initializer` for one more layer.
+
+    Keras repeats the values of an unseeded initializer instance on every
+    call, so layers sharing one instance would start identical.
+    """
     if initializer is None:
         return None
     return keras.initializers.deserialize(

@@ -34,6 +34,7 @@ import functools
 import keras
 
 from keras_compact import layers
+from keras_compact.layers.expansion import fresh_initializer
 from keras_compact.layers.expansion import torch_default_bias
 from keras_compact.layers.expansion import torch_default_kernel
 from keras_compact.models import blocks
@@ -60,7 +61,8 @@ def conv2d(x, filters, kernel_size, *, strides=1, padding="valid", groups=1,
         strides=strides, padding=padding, use_bias=use_bias, name=name,
         bias_initializer=torch_default_bias(fan_in),
     )
-    initializer = kernel_initializer or torch_default_kernel()
+    initializer = (fresh_initializer(kernel_initializer)
+                   if kernel_initializer else torch_default_kernel())
     if groups == 1:
         layer = keras.layers.Conv2D(filters, kernel_size,
                                     kernel_initializer=initializer, **kwargs)
