@@ -2,7 +2,8 @@
 
 python -m benchmarks.expandnets_bench --mode=latency
 python -m benchmarks.expandnets_bench --mode=throughput
-python -m benchmarks.expandnets_bench --mode=fashion --epochs=3
+python -m benchmarks.expandnets_bench --mode=fashion --epochs=3 \
+    --train_subset=20000
 
 Each mode prints one JSON line per measurement; the numbers go to
 benchmarks/expandnets.md with the command that produced them.
@@ -21,6 +22,8 @@ from absl import flags
 _MODE = flags.DEFINE_enum("mode", "latency",
                           ["latency", "throughput", "fashion"], "what to run")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "fashion: training epochs")
+_TRAIN_SUBSET = flags.DEFINE_integer(
+    "train_subset", 0, "fashion: first N training images (0: all 60k)")
 _RUNS = flags.DEFINE_integer("runs", 300, "latency: timed invocations")
 _FASHION_DIR = flags.DEFINE_string(
     "fashion_dir", "/usr/share/datasets/fashion-mnist", "IDX .gz files")
@@ -127,6 +130,9 @@ def fashion():
         return images[..., None].astype("float32"), labels.astype("int32")
 
     x_train, y_train = load("train")
+    if _TRAIN_SUBSET.value:
+        x_train = x_train[:_TRAIN_SUBSET.value]
+        y_train = y_train[:_TRAIN_SUBSET.value]
     x_test, y_test = load("t10k")
     mean, std = x_train.mean(), x_train.std()
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -152,7 +158,7 @@ def fashion():
         _, accuracy = deployed.evaluate(x_test, y_test, verbose=0)
         _, trained_accuracy = model.evaluate(x_test, y_test, verbose=0)
         _report(bench="fashion_mnist", arch="smallnet7", expand=expand,
-                epochs=_EPOCHS.value, seed=0,
+                epochs=_EPOCHS.value, train_images=len(x_train), seed=0,
                 test_accuracy_deployed=round(float(accuracy), 4),
                 test_accuracy_as_trained=round(float(trained_accuracy), 4),
                 train_seconds=round(seconds, 1))
