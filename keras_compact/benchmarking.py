@@ -87,3 +87,79 @@ def training_throughput(model, batch_size=128, steps=20, warmup=3):
               steps_per_epoch=steps + warmup, epochs=1, verbose=0,
               callbacks=[timer])
     return batch_size / statistics.median(timer.times)
+
+
+def matmul_peak_flops(size=2048, repeats=10):
+    """Measured fp32 FLOP/s of a large TF matmul: the CPU's practical peak."""
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    float(matmul(a, b))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(matmul(a, b))
+        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def interleaved_rates(steps, batch_size, rounds, steps_per_round, warmup=3):
+    """Images/s of several training-step callables, measured in turns.
+
+    Args:
+        steps: `{name: step}`; each call runs one training step and returns
+            its loss as a Python float.
+        rounds: each round times `steps_per_round` steps of every entry in
+            turn, so machine noise hits all of them alike.
+
+    Returns:
+        `{name: median images/s over the rounds}`.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    samples = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                step()
+            samples[name].append(batch_size * steps_per_round
+                                 / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+_COLUMNS = [("method", "method"), ("arch", "arch"), ("params", "params"),
+            ("macs", "MACs"), ("tflite_bytes", ".tflite bytes"),
+            ("latency_ms_float32", "LiteRT f32 ms"),
+            ("latency_ms_int8", "LiteRT int8 ms"),
+            ("mac_ratio", "MACs / first row"),
+            ("latency_ratio", "f32 latency / first row"),
+            ("train_images_per_second", "train img/s"),
+            ("accuracy", "accuracy")]
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def add_ratios(rows):
+    """MACs and float32 latency of each row relative to the first row."""
+    for row in rows:
+        row["mac_ratio"] = row["macs"] / rows[0]["macs"]
+        row["latency_ratio"] = (row["latency_ms_float32"]
+                                / rows[0]["latency_ms_float32"])
+    return rows
+
+
+def markdown(rows):
+    header = "| " + " | ".join(t for _, t in _COLUMNS) + " |"
+    lines = [header, "|" + "---|" * len(_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(k)) for k, _ in
+                                       _COLUMNS) + " |")
+    return "\n".join(lines)

@@ -39,14 +39,12 @@ def test_training_throughput_consumes_the_loss():
 
 
 def test_benchmark_table_ratios():
-    from tools import benchmark
-
-    rows = benchmark.add_ratios([
+    rows = benchmarking.add_ratios([
         {"method": "baseline", "arch": "a", "macs": 100,
          "latency_ms_float32": 2.0},
         {"method": "m", "arch": "b", "macs": 25, "latency_ms_float32": 1.0,
          "accuracy": 0.5}])
-    table = benchmark.markdown(rows)
+    table = benchmarking.markdown(rows)
     assert "| m | b |" in table and "0.250" in table and "0.500" in table
 
 

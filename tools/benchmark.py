@@ -10,6 +10,13 @@ median of repeats), and training images/s of the trainable model. `--runs`
 adds workdirs of finished trainings (their deployable.keras and test
 accuracy). Writes <output>.md, <output>.json and, with accuracies, a PNG of
 accuracy vs MACs.
+
+  python -m tools.benchmark --compare=pytorch --archs=resnet20,resnet56
+
+trains the same CIFAR ResNet (same widths, batch, SGD momentum, L2) in
+keras_compact and in PyTorch eager (channels_last), interleaving rounds of
+steps, and prints images/s of each, their ratio and the model-FLOP
+utilisation against a measured fp32 matmul peak (`pip install -e .[bench]`).
 """
 
 import json
@@ -22,12 +29,14 @@ from absl import logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from configs import loader  # noqa: E402
 from keras_compact import benchmarking  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import distribute  # noqa: E402
 from keras_compact import methods  # noqa: E402
+from keras_compact import models  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
 from keras_compact import training  # noqa: E402
@@ -42,6 +51,11 @@ flags.DEFINE_integer("train_steps", 15, "Timed training steps.")
 flags.DEFINE_integer("threads", 1, "LiteRT interpreter threads.")
 flags.DEFINE_bool("int8", True, "Also measure int8 LiteRT latency.")
 flags.DEFINE_string("output", "benchmark", "Output path prefix.")
+flags.DEFINE_enum("compare", "", ["", "pytorch"], "Compare training speed "
+                  "with another framework instead of the method table.")
+flags.DEFINE_list("archs", ["resnet20", "resnet56"], "CIFAR ResNets for "
+                  "--compare.")
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds for --compare.")
 
 _SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
            "fashion_mnist": ((28, 28, 1), 10), "synthetic": ((32, 32, 3), 10)}
@@ -96,42 +110,6 @@ def _measure_run(workdir):
     return row
 
 
-_COLUMNS = [("method", "method"), ("arch", "arch"), ("params", "params"),
-            ("macs", "MACs"), ("tflite_bytes", ".tflite bytes"),
-            ("latency_ms_float32", "LiteRT f32 ms"),
-            ("latency_ms_int8", "LiteRT int8 ms"),
-            ("mac_ratio", "MACs / first row"),
-            ("latency_ratio", "f32 latency / first row"),
-            ("train_images_per_second", "train img/s"),
-            ("accuracy", "accuracy")]
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return "" if value is None else str(value)
-
-
-def add_ratios(rows):
-    """MACs and float32 latency of each row relative to the first row."""
-    for row in rows:
-        row["mac_ratio"] = row["macs"] / rows[0]["macs"]
-        row["latency_ratio"] = (row["latency_ms_float32"]
-                                / rows[0]["latency_ms_float32"])
-    return rows
-
-
-def markdown(rows):
-    header = "| " + " | ".join(t for _, t in _COLUMNS) + " |"
-    lines = [header, "|" + "---|" * len(_COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(k)) for k, _ in
-                                       _COLUMNS) + " |")
-    return "\n".join(lines)
-
-
 def _plot(rows, path):
     import matplotlib
 
@@ -149,12 +127,99 @@ def _plot(rows, path):
     figure.savefig(path, dpi=120)
 
 
+def _keras_trainer(arch, x, y):
+    import tensorflow as tf
+
+    model = models.build(arch, (32, 32, 3), 10)
+    model.compile(
+        optimizer=optimizers.L2SGD(learning_rate=0.01, momentum=0.9,
+                                   l2=1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = tf.constant(x), tf.constant(y)
+
+    def step():
+        # The returned loss is read, so no part of the step can be pruned.
+        return float(model.train_on_batch(x, y))
+
+    return step
+
+
+def _torch_trainer(arch, x, y):
+    import torch
+
+    from tools import torch_models
+
+    model = torch_models.resnet_cifar(int(arch.removeprefix("resnet")))
+    model = model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                weight_decay=1e-4)
+    x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.from_numpy(y.astype("int64"))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def compare_pytorch():
+    """Interleaved training-speed comparison with PyTorch; returns rows."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    peak = benchmarking.matmul_peak_flops()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(FLAGS.batch_size, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, FLAGS.batch_size).astype("int32")
+    rows = []
+    for arch in FLAGS.archs:
+        macs = profiling.profile(models.build(arch, (32, 32, 3), 10)).macs
+        steps = {"keras_compact": _keras_trainer(arch, x, y),
+                 "pytorch": _torch_trainer(arch, x, y)}
+        rates = benchmarking.interleaved_rates(
+            steps, FLAGS.batch_size, FLAGS.rounds, FLAGS.train_steps)
+        # The machine may be busier at one time than another: the best
+        # matmul rate seen is the peak.
+        peak = max(peak, benchmarking.matmul_peak_flops())
+        row = {"arch": arch, "peak_gflops": peak / 1e9,
+               "forward_macs": macs}
+        for name, rate in rates.items():
+            # Training ~ 3x the forward pass; one MAC is two FLOPs.
+            flops = 6 * macs * rate
+            if flops > peak:
+                raise RuntimeError(f"{name} {arch}: {flops / 1e9:.0f} GFLOP/s "
+                                   f"exceeds the measured peak; the "
+                                   "measurement is wrong.")
+            row[f"{name}_images_per_second"] = rate
+            row[f"{name}_mfu"] = flops / peak
+        ours = row["keras_compact_images_per_second"]
+        theirs = row["pytorch_images_per_second"]
+        row["ratio"] = ours / theirs
+        print(f"{arch}: keras_compact {ours:.0f} img/s, pytorch "
+              f"{theirs:.0f} img/s, ratio {row['ratio']:.2f}, MFU "
+              f"{row['keras_compact_mfu']:.1%} vs {row['pytorch_mfu']:.1%} "
+              f"of {peak / 1e9:.0f} GFLOP/s")
+        rows.append(row)
+    return rows
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.compare:
+        rows = compare_pytorch()
+        with open(f"{FLAGS.output}.json", "w") as f:
+            json.dump(rows, f, indent=2)
+        return
     rows = [_measure_pair(p) for p in FLAGS.pairs]
-    rows = add_ratios(rows + [_measure_run(w) for w in FLAGS.runs])
-    table = markdown(rows)
+    rows = benchmarking.add_ratios(
+        rows + [_measure_run(w) for w in FLAGS.runs])
+    table = benchmarking.markdown(rows)
     print(table)
     with open(f"{FLAGS.output}.md", "w") as f:
         f.write(table + "\n")
