@@ -244,7 +244,8 @@ def test_trains_with_batch_size_one():
 @pytest.mark.parametrize("arch,k,params,gmacs", [
     ("resnet50", None, 25_557_032, 4.089),
     ("sc_resnet50", "4/3", 16_758_740, 2.652),
-    ("sc_resnet50", "8/3", 12_098_388, 1.880),
+    pytest.param("sc_resnet50", "8/3", 12_098_388, 1.880,
+                 marks=pytest.mark.slow),
     pytest.param("sc_resnet50", "2", 13_413_470, 2.091, marks=pytest.mark.slow),
     pytest.param("sc_resnet101", "4/3", 27_956_708, 4.822,
                  marks=pytest.mark.slow),
@@ -260,7 +261,7 @@ def test_imagenet_model_sizes(arch, k, params, gmacs):
 
 
 @pytest.mark.parametrize("arch,params,gmacs", [
-    ("resnet18", 11_689_512, 1.814),
+    pytest.param("resnet18", 11_689_512, 1.814, marks=pytest.mark.slow),
     pytest.param("resnet34", 21_797_672, 3.664, marks=pytest.mark.slow),
     pytest.param("resnext50_32x4d", 25_028_904, 4.230,
                  marks=pytest.mark.slow),
