@@ -17,7 +17,7 @@ The paper's training recipe is not published (spec section 4), so this uses
 He et al.'s CIFAR recipe (164 epochs, SGD 0.1, /10 at epochs 82 and 123,
 weight decay 1e-4), the same as configs/baseline.py, so Sc-nets and
 baselines compare at equal recipe. The default arch is the basic-block
-Sc-ResNet-20 (134,654 params vs ResNet-20's 272,474 at k=4/3), cheap enough
+Sc-ResNet-20 (136,226 params vs ResNet-20's 272,474 at k=4/3), cheap enough
 for CPU; the paper's CIFAR network is `sc_resnet50_cifar`.
 """
 

@@ -244,10 +244,13 @@ def test_trains_with_batch_size_one():
 @pytest.mark.parametrize("arch,k,params,gmacs", [
     ("resnet50", None, 25_557_032, 4.089),
     ("sc_resnet50", "4/3", 16_758_740, 2.652),
-    ("sc_resnet50", "8/3", 12_098_388, 1.880),
-    ("sc_resnet50", "2", 13_413_470, 2.091),
-    ("sc_resnet101", "4/3", 27_956_708, 4.822),
-    ("sc_resnext101_32x3d", "2", 23_698_976, 4.581),
+    pytest.param("sc_resnet50", "8/3", 12_098_388, 1.880,
+                 marks=pytest.mark.slow),
+    pytest.param("sc_resnet50", "2", 13_413_470, 2.091, marks=pytest.mark.slow),
+    pytest.param("sc_resnet101", "4/3", 27_956_708, 4.822,
+                 marks=pytest.mark.slow),
+    pytest.param("sc_resnext101_32x3d", "2", 23_698_976, 4.581,
+                 marks=pytest.mark.slow),
 ])
 def test_imagenet_model_sizes(arch, k, params, gmacs):
     kwargs = {"k": k} if k else {}
@@ -258,9 +261,12 @@ def test_imagenet_model_sizes(arch, k, params, gmacs):
 
 
 @pytest.mark.parametrize("arch,params,gmacs", [
-    ("resnet18", 11_689_512, 1.814), ("resnet34", 21_797_672, 3.664),
-    ("resnext50_32x4d", 25_028_904, 4.230),
-    ("resnext101_32x3d", 30_588_328, 6.008),
+    pytest.param("resnet18", 11_689_512, 1.814, marks=pytest.mark.slow),
+    pytest.param("resnet34", 21_797_672, 3.664, marks=pytest.mark.slow),
+    pytest.param("resnext50_32x4d", 25_028_904, 4.230,
+                 marks=pytest.mark.slow),
+    pytest.param("resnext101_32x3d", 30_588_328, 6.008,
+                 marks=pytest.mark.slow),
 ])
 def test_baseline_resnet_sizes(arch, params, gmacs):
     result = profiling.profile(models.build(arch, (224, 224, 3), 1000))
@@ -268,6 +274,7 @@ def test_baseline_resnet_sizes(arch, params, gmacs):
     assert round(result.macs / 1e9, 3) == gmacs
 
 
+@pytest.mark.slow
 def test_cifar_resnet50_sizes_match_paper_figure():
     # Spec 3.4: 100-class ResNet-50 with a 3x3 stem 23.705 M; compression of
     # Sc-ResNet-50 k=4/3 37.1% (figure: 36.97%).
@@ -327,16 +334,25 @@ def test_keras_round_trip():
     assert restored.get_layer("stage2_block1_slimconv").strides == 2
 
 
-def test_litert_float32_matches_and_int8_runs():
-    model = _small_sc_model()
-    x = np.random.normal(size=(3, 16, 16, 3)).astype("float32")
+def _tiny_slim_model():
+    inputs = keras.Input((8, 8, 32))
+    layer = layers.SlimConv2D(k="4/3", strides=2)
+    x = keras.layers.ReLU()(layer(inputs))
+    outputs = blocks.classifier(x, 10)
+    model = keras.Model(inputs, outputs)
+    randomize_bns(layer, np.random.default_rng(0))
+    return model
+
+
+def _check_litert(model, input_shape):
+    x = np.random.normal(size=(3, *input_shape)).astype("float32")
     testing.run_litert_export_test(model, x, atol=1e-4)
     interpreter = pytest.importorskip("ai_edge_litert.interpreter")
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     with tempfile.TemporaryDirectory() as tmp:
         path = export.to_litert(
             model, os.path.join(tmp, "m.tflite"), "int8",
-            representative_data=np.random.normal(size=(32, 16, 16, 3)))
+            representative_data=np.random.normal(size=(32, *input_shape)))
         # The builtin int8 kernels: XNNPACK fails to prepare some SlimConv
         # int8 graphs (data dependent; see docs/slimconv.md).
         runner = interpreter.Interpreter(
@@ -353,10 +369,20 @@ def test_litert_float32_matches_and_int8_runs():
                 sample[None] / scale + zero).clip(-128, 127).astype(np.int8))
             runner.invoke()
             scale, zero = out["quantization"]
-            logits.append((runner.get_tensor(out["index"])[0] - zero) * scale)
+            quantized = runner.get_tensor(out["index"])[0].astype("float32")
+            logits.append((quantized - zero) * scale)
     logits = np.stack(logits)
     assert np.all(np.isfinite(logits))
     assert np.abs(logits - expected).max() < 0.25 * np.abs(expected).max()
+
+
+def test_litert_float32_matches_and_int8_runs():
+    _check_litert(_tiny_slim_model(), (8, 8, 32))
+
+
+@pytest.mark.slow
+def test_litert_sc_resnet20():
+    _check_litert(_small_sc_model(), (16, 16, 3))
 
 
 def test_method_builds_trains_and_deploys():
