@@ -161,6 +161,13 @@ def test_bad_expansions_fail_clearly():
     with pytest.raises(ValueError, match="smallnet7"):
         expandnet.build_expanded("resnet20", (32, 32, 3), 10, "cl")
 
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="functional or sequential"):
+        expandnet.contract(Subclassed())
+
 
 def test_layers_serialize_and_train():
     testing.run_layer_test(

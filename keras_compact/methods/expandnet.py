@@ -175,9 +175,6 @@ def contract(model):
     >>> keras_compact.profiling.profile(compact).params
     66186
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes"):
-        raise ValueError("contract() needs a functional or sequential Keras "
-                         f"model. Received: {type(model).__name__}.")
     contracted = set()
 
     def clone(layer):
@@ -189,7 +186,13 @@ def contract(model):
             return contract(layer)
         return layer.__class__.from_config(layer.get_config())
 
-    compact = keras.models.clone_model(model, clone_function=clone)
+    try:
+        compact = keras.models.clone_model(model, clone_function=clone)
+    except ValueError as error:
+        raise ValueError(
+            "contract() rebuilds the model's graph, so it needs a functional "
+            f"or sequential Keras model. Received: {type(model).__name__}."
+        ) from error
     for layer in model.layers:
         if layer.name not in contracted and layer.weights:
             compact.get_layer(layer.name).set_weights(layer.get_weights())
