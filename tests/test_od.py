@@ -455,14 +455,15 @@ def test_deployable_is_one_plain_student_and_exports():
     students, _ = model(x, training=False)
     accuracy = [np.mean(np.argmax(s, -1) == y) for s in students]
     assert index == int(np.argmax(accuracy))
-    assert len(student.weights) == len(model.students[0].weights)
+    # A copy with new variables holding exactly the chosen student's values.
+    assert len(student.weights) == len(model.students[index].weights)
     assert profiling.trainable_params(student) == profiling.trainable_params(
-        model.students[0])
-    assert {id(w) for w in student.weights} <= {id(w) for w in model.weights}
-    ids = {id(w) for w in student.weights}
-    for other in model.students:
-        if other is not student:
-            assert not ids & {id(w) for w in other.weights}
+        model.students[index])
+    assert not {id(w) for w in student.weights} & {id(w)
+                                                   for w in model.weights}
+    for a, b in zip(student.get_weights(),
+                    model.students[index].get_weights()):
+        np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(student(x, training=False)),
         keras.ops.convert_to_numpy(students[index]), atol=1e-6)

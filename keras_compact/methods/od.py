@@ -6,10 +6,11 @@ official code github.com/EthanZhangYC/OD-cheap-convolution
 (`main_teacher.py`, `model/cifar10/shiftresnet.py`).
 """
 
+import logging
+
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from keras import ops
 
 from keras_compact import api
@@ -19,6 +20,8 @@ from keras_compact import models
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
 from keras_compact.registry import Registry
+
+log = logging.getLogger("keras_compact")
 
 
 @api.serializable
@@ -39,8 +42,8 @@ class OnlineDistillationModel(keras.Model):
     under `mixed_float16` the loss goes through `optimizer.scale_loss`.
 
     Only one student is deployed: `select_student(validation_data)` picks the
-    most accurate one on held-out data and `students[k]` is a plain model
-    with only that student's weights.
+    most accurate one on held-out data and `export_student(k)` copies it to
+    a plain model with only that student's weights.
 
     Args:
         students: functional models mapping images to logits, each ending in
@@ -60,7 +63,7 @@ class OnlineDistillationModel(keras.Model):
     >>> model = OnlineDistillationModel(students)
     >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     >>> model.fit(train, epochs=300)
-    >>> best = model.students[model.select_student(validation)]
+    >>> best = model.export_student(model.select_student(validation))
 
     Reference:
         Xie et al., https://arxiv.org/abs/1909.13063.
@@ -179,6 +182,17 @@ class OnlineDistillationModel(keras.Model):
         accuracy = [results[m.name] for m in self.student_accuracy]
         return int(np.argmax(accuracy))
 
+    def export_student(self, index):
+        """A standalone copy of student `index`: a plain functional model.
+
+        Its variables are new (created under the current strategy, not the
+        training one) and hold only that student's weights.
+        """
+        student = self.students[index]
+        copy = keras.models.clone_model(student)
+        copy.set_weights(student.get_weights())
+        return copy
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -267,7 +281,7 @@ class OnlineDistillation(Method):
                 "of the training set; set validation_split > 0 (e.g. "
                 "--validation_split=0.1).")
         index = model.select_student(context.data.validation)
-        logging.info("OD: deploying %s, the best of %d students on the "
-                     "validation split.", model.students[index].name,
-                     len(model.students))
-        return model.students[index]
+        log.info("OD: deploying %s, the best of %d students on the "
+                 "validation split.", model.students[index].name,
+                 len(model.students))
+        return model.export_student(index)
