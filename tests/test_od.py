@@ -528,3 +528,28 @@ def test_single_student_od_trains():
     x, y = _data(1, 8)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_od_loss_adds_regularization_of_any_student():
+    def student(name, l2):
+        inputs = keras.Input(SHAPE)
+        x = keras.layers.Conv2D(
+            4, 3, kernel_regularizer=keras.regularizers.L2(l2))(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(10)(x), name=name)
+
+    model = od.OnlineDistillationModel([student("a", 0.5), student("b", 0.0)])
+    x, y = _data(1, 4)
+    students, teacher = model(x, training=True)
+    kernel = model.students[0].layers[1].kernel
+    penalty = 0.5 * float(keras.ops.sum(kernel**2))
+    base = model.cross_entropy(y, teacher) + sum(
+        model.cross_entropy(y, s) + model.distillation(teacher, s)
+        for s in students)
+    np.testing.assert_allclose(
+        float(model.od_loss(y, students, teacher)) - float(base), penalty,
+        rtol=1e-5)
+    with pytest.raises(ValueError, match="no GlobalAveragePooling2D"):
+        od.OnlineDistillationModel([keras.Sequential(
+            [keras.Input(SHAPE), keras.layers.Flatten(),
+             keras.layers.Dense(10)], name="flat")])
