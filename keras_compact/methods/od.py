@@ -55,10 +55,10 @@ class OnlineDistillationModel(keras.Model):
 
     Example:
 
+    >>> from keras_compact.models.resnet_cifar import resnet_cifar
     >>> students = [
-    ...     keras_compact.models.build(
-    ...         "resnet56", (32, 32, 3), 10, name=f"student{i + 1}",
-    ...         block=keras_compact.layers.ShiftBlock.as_block())
+    ...     resnet_cifar(56, (32, 32, 3), 10, name=f"student{i + 1}",
+    ...                  block=keras_compact.layers.ShiftBlock.as_block())
     ...     for i in range(4)]
     >>> model = OnlineDistillationModel(students)
     >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
