@@ -216,20 +216,17 @@ def test_resnet56_student_size_matches_spec(block, kwargs, params, macs):
     assert (result.params, result.macs) == (params, macs)
     # Keras also counts the BN moving statistics: 4,256 per student.
     assert model.count_params() == params + 4_256
-
-
-def test_depthwise_macs_vs_repo_formula():
-    """The repo counts dw2 of both stride-2 blocks after the stride."""
-    model = resnet_cifar(56, (32, 32, 3), 10,
-                         block=layers.DepthwiseBlock.as_block())
-    rows = {p.name: p for p in profiling.profile(model).layers}
-    undercount = 0
-    for name, channels, height in (("stage2_block1", 32, 32),
-                                   ("stage3_block1", 64, 16)):
-        assert rows[name].output_shape[1] == height // 2
-        undercount += channels * 9 * (height**2 - (height // 2)**2)
-    assert undercount == 331_776
-    assert profiling.profile(model).macs - undercount == 20_140_672
+    if block is layers.DepthwiseBlock:
+        # The repo's flops() counts dw2 of the two stride-2 blocks after
+        # the stride, though it runs before it.
+        rows = {p.name: p for p in result.layers}
+        undercount = 0
+        for name, channels, height in (("stage2_block1", 32, 32),
+                                       ("stage3_block1", 64, 16)):
+            assert rows[name].output_shape[1] == height // 2
+            undercount += channels * 9 * (height**2 - (height // 2)**2)
+        assert undercount == 331_776
+        assert result.macs - undercount == 20_140_672
 
 
 # --------------------------------------------------------------------------
@@ -366,7 +363,7 @@ def test_od_fit_logs_per_student_metrics_and_learns():
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   run_eagerly=True)
     x, y = _data(2, 16)
-    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
                         validation_data=(x, y))
     assert set(history.history) == {
         f"{prefix}{name}" for prefix in ("", "val_")
@@ -440,7 +437,7 @@ def test_od_mixed_precision_scales_the_loss():
 
 def test_deployable_is_one_plain_student_and_exports():
     method = methods.get("od")
-    model = od.OnlineDistillationModel(_students(3))
+    model = od.OnlineDistillationModel(_students(2))
     model.compile(optimizer=keras.optimizers.SGD(0.05), run_eagerly=True)
     x, y = _data(2, 16, seed=1)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
