@@ -3,6 +3,7 @@
 from keras_compact import data
 from keras_compact import export
 from keras_compact import layers
+from keras_compact import losses
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import optimizers

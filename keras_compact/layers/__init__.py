@@ -1,6 +1,10 @@
 """Layers of the compaction techniques, usable in any Keras model."""
 
 from keras_compact.layers.batch_normalization import BatchNormalization
+from keras_compact.layers.cheap import DepthwiseBlock
+from keras_compact.layers.cheap import GroupBlock
+from keras_compact.layers.cheap import Shift2D
+from keras_compact.layers.cheap import ShiftBlock
 from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.layers.grouped_conv import GroupedConv2D
