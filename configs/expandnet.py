@@ -3,6 +3,7 @@
 python -m trainers.cifar --method=expandnet --arch=smallnet7 --expand=ck+fc
 python -m trainers.cifar --method=expandnet --arch=smallnet3 --expand=cl+fc
 python -m trainers.cifar --method=expandnet --arch=smallnet7 --expand=none
+python -m trainers.cifar --method=expandnet --teacher=runs/teacher/model.keras
 
 Recipe of the reference code (exp_cifar): SGD lr 0.01, momentum 0.9, no
 weight decay, batch 128, 150 epochs, lr /10 at epochs 50 and 100, pad-4
@@ -32,4 +33,7 @@ def get_config(arg=None):
     config.decay_rate = 0.1
     config.expand = "ck+fc"
     config.expand_rate = 4.0
+    config.teacher = ""  # a trained .keras teacher: the "w/ KD" rows
+    config.kd_temperature = 4.0
+    config.kd_weight = 1.0
     return common.parse_arg(config, arg)

@@ -28,6 +28,7 @@ import numpy as np
 from keras_compact import models
 from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
+from keras_compact.methods import knowledge_distillation
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
 from keras_compact.models import mobilenet
@@ -214,12 +215,28 @@ class ExpandNet(Method):
         "expand": ("ck+fc", "expansion: none, cl, ck, fc, cl+fc or ck+fc "
                             "('+' or ',' separated); CK needs k > 3"),
         "expand_rate": (4.0, "expansion rate r of every expanded layer"),
+        "teacher": ("", "trained teacher .keras for the paper's 'w/ KD' "
+                        "rows (empty: no distillation)"),
+        "kd_temperature": (4.0, "distillation temperature T"),
+        "kd_weight": (1.0, "weight of the T^2 KL term next to the CE"),
     }
 
     def build_model(self, config, input_shape, num_classes):
-        return build_expanded(config.arch, input_shape, num_classes,
-                              config.expand, config.expand_rate)
+        model = build_expanded(config.arch, input_shape, num_classes,
+                               config.expand, config.expand_rate)
+        if not config.teacher:
+            return model
+        return knowledge_distillation.TeacherDistillationModel(
+            model, knowledge_distillation.load_teacher(config.teacher),
+            temperature=config.kd_temperature, weight=config.kd_weight)
+
+    def compile_model(self, model, optimizer, config):
+        if not isinstance(model,
+                          knowledge_distillation.TeacherDistillationModel):
+            return super().compile_model(model, optimizer, config)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
+                      steps_per_execution=config.steps_per_execution)
 
     def deployable(self, model, context):
         del context
-        return contract(model)
+        return contract(getattr(model, "student", model))
