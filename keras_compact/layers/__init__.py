@@ -1,5 +1,10 @@
 """Layers of the compaction techniques, usable in any Keras model."""
 
 from keras_compact.layers.batch_normalization import BatchNormalization
+from keras_compact.layers.expander import ExpanderConv2D
+from keras_compact.layers.expander import ExpanderDense
+from keras_compact.layers.expander import expander_conv2d
+from keras_compact.layers.expander import expander_mask
+from keras_compact.layers.expander import gathered_model
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.grouped_conv import kaiming_normal
