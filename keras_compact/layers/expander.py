@@ -519,12 +519,15 @@ class ExpanderDense(_Expander):
 
 
 def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
-                    use_bias=False, name=None, **expander_kwargs):
+                    use_bias=False, name=None, expander_groups=None,
+                    **expander_kwargs):
     """`models.blocks.conv2d` with an `ExpanderConv2D`: a backbone conv factory.
 
     Pads like PyTorch's `padding=k // 2` (explicitly for stride > 1), so
     `functools.partial(expander_conv2d, expand_ratio=2, impl="gather")`
-    replaces the `conv=` of any backbone block.
+    replaces the `conv=` of any backbone block. `groups` is the backbone's
+    conv groups (must be 1); `expander_groups` is `ExpanderConv2D`'s
+    `groups` (output blocks of a block expander).
     """
     if groups != 1:
         raise ValueError(f"An expander conv replaces a dense conv; it has no "
@@ -536,7 +539,7 @@ def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
         padding = "valid"
     return ExpanderConv2D(filters, kernel_size, strides=strides,
                           padding=padding, use_bias=use_bias, name=name,
-                          **expander_kwargs)(x)
+                          groups=expander_groups, **expander_kwargs)(x)
 
 
 def gathered_model(model):
