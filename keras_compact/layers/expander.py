@@ -518,6 +518,11 @@ class ExpanderDense(_Expander):
         return config
 
 
+def expander_layers(model):
+    """The expander layers (either implementation) among `model.layers`."""
+    return [layer for layer in model.layers if isinstance(layer, _Expander)]
+
+
 def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
                     use_bias=False, name=None, expander_groups=None,
                     **expander_kwargs):
@@ -561,6 +566,7 @@ def gathered_model(model):
 
     result = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        if not (isinstance(layer, _Expander) and layer.impl == "masked"):
+        copied = not (isinstance(layer, _Expander) and layer.impl == "masked")
+        if copied and layer.weights:
             result.get_layer(layer.name).set_weights(layer.get_weights())
     return result
