@@ -6,5 +6,8 @@ from keras_compact.layers.expander import ExpanderDense
 from keras_compact.layers.expander import expander_conv2d
 from keras_compact.layers.expander import expander_mask
 from keras_compact.layers.expander import gathered_model
+from keras_compact.layers.expansion import ExpandedConv2D
+from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.grouped_conv import kaiming_normal
+from keras_compact.layers.slim_conv import SlimConv2D

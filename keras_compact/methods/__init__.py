@@ -1,6 +1,8 @@
 """Compaction methods, one module each, looked up by name."""
 
 from keras_compact.methods import baseline
+from keras_compact.methods import expandnet
+from keras_compact.methods import slimconv
 from keras_compact.methods import xnet
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import all_options
