@@ -388,3 +388,43 @@ def test_config_recipes():
     assert (vgg.arch, vgg.lr, vgg.batch_size, vgg.weight_decay,
             vgg.decay_rate, vgg.expander_impl) == ("x_vgg16", 0.05, 128,
                                                    5e-4, 0.5, "gather")
+
+
+# --- ImageNet-shape X-ResNet / X-MobileNet (shared backbones) ---------------
+
+# ImageNet-size graphs take ~10 s each to build on a shared CPU: slow.
+@pytest.mark.slow
+@pytest.mark.parametrize("name,macs", [("x_resnet34", 1_900_777_472),
+                                       ("x_resnet50", 2_284_453_888)])
+def test_x_resnet_macs(name, macs):
+    """Spec 3.3: X-ResNet-34-2 1.90 G, X-ResNet-50-2 2.28 G MACs (conv. A)."""
+    result = profiling.profile(models.build(name, (224, 224, 3), 1000))
+    assert result.macs == macs
+    # Stem, shortcuts and classifier are dense; every block conv is sparse.
+    assert sum(p.class_name == "ExpanderConv2D" for p in result.layers) == (
+        16 * 3 if name == "x_resnet50" else 16 * 2)
+
+
+@pytest.mark.slow
+def test_x_mobilenet_macs():
+    """Spec 3.3: standard 0.5 net, G = 2/4/8/16 -> 85.3/53.2/37.1/29.1M."""
+    macs = [profiling.profile(models.build(
+        "x_mobilenet_v1_0.5", (224, 224, 3), 1000, expand_ratio=g)).macs
+        for g in (2, 4, 8, 16)]
+    assert macs == [85_271_808, 53_159_168, 37_102_848, 29_074_688]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["x_resnet18", "x_mobilenet_v1_0.5"])
+def test_x_imagenet_gathered_equals_masked(name):
+    model = models.build(name, (64, 64, 3), 10)
+    x = np.random.randn(2, 64, 64, 3).astype("float32")
+    fast = layers.gathered_model(model)
+    np.testing.assert_allclose(_numpy(fast(x, training=False)),
+                               _numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    if name.startswith("x_mobilenet"):
+        masks = [layer.get_mask() for layer in expander.expander_layers(fast)]
+        assert len(masks) == 12
+        # Input-regular: every input channel feeds C_out // 2 outputs.
+        assert all((m.sum(1) == m.shape[1] // 2).all() for m in masks)

@@ -4,6 +4,7 @@ from keras_compact.layers.batch_normalization import BatchNormalization
 from keras_compact.layers.expander import ExpanderConv2D
 from keras_compact.layers.expander import ExpanderDense
 from keras_compact.layers.expander import expander_conv2d
+from keras_compact.layers.expander import expander_conv_factory
 from keras_compact.layers.expander import expander_mask
 from keras_compact.layers.expander import gathered_model
 from keras_compact.layers.expansion import ExpandedConv2D

@@ -547,6 +547,31 @@ def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
                           groups=expander_groups, **expander_kwargs)(x)
 
 
+def expander_conv_factory(expand_ratio=2, impl="masked",
+                          expander_groups=None, seed=0, **layer_kwargs):
+    """A backbone conv factory whose every conv is a seeded expander conv.
+
+    Returns `conv(x, filters, kernel_size, strides=1, groups=1, name=...)`
+    (the `models.blocks.conv2d` signature, PyTorch padding); each layer's
+    graph seed is `layer_seed(seed, name)`, so a model seed fixes every
+    graph and no two layers share one.
+
+    Example:
+
+    >>> conv = expander_conv_factory(expand_ratio=2, seed=0)
+    >>> block = functools.partial(models.blocks.basic_block, conv=conv)
+    """
+
+    def conv(x, filters, kernel_size, strides=1, groups=1, name=None):
+        return expander_conv2d(
+            x, filters, kernel_size, strides, groups=groups, name=name,
+            expand_ratio=expand_ratio, impl=impl,
+            expander_groups=expander_groups, seed=layer_seed(seed, name),
+            **layer_kwargs)
+
+    return conv
+
+
 def gathered_model(model):
     """Converts every masked expander layer of `model` to the gathered form.
 

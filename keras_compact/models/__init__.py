@@ -8,6 +8,7 @@ from keras_compact.models import resnet_cifar
 from keras_compact.models import sc_resnet
 from keras_compact.models import smallnet
 from keras_compact.models import vgg
+from keras_compact.models import x_imagenet
 from keras_compact.models.registry import build
 from keras_compact.models.registry import names
 from keras_compact.models.registry import register

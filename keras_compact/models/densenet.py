@@ -16,7 +16,6 @@ import functools
 import keras
 
 from keras_compact import layers
-from keras_compact.layers import expander
 from keras_compact.models import blocks
 from keras_compact.models.registry import register
 
@@ -43,30 +42,23 @@ def conv_factory(expand_ratio=None, impl="masked", groups=None, seed=0):
 
     Returns `conv(x, filters, kernel_size, strides=1, name=None) -> y` with
     PyTorch padding: a dense He fan-out conv when `expand_ratio` is None,
-    else an `ExpanderConv2D` whose graph seed is derived from `seed` and the
-    layer name.
+    else `layers.expander_conv_factory`'s seeded expander conv.
     """
-    if expand_ratio is None:
-        def dense(x, filters, kernel_size, strides=1, name=None):
-            pad = kernel_size // 2
-            padding = "same"
-            if strides > 1 and pad:
-                x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-                padding = "valid"
-            return keras.layers.Conv2D(
-                filters, kernel_size, strides=strides, padding=padding,
-                use_bias=False, kernel_initializer=fan_out_normal(),
-                name=name)(x)
+    if expand_ratio is not None:
+        return layers.expander_conv_factory(expand_ratio, impl, groups, seed)
 
-        return dense
+    def dense(x, filters, kernel_size, strides=1, name=None):
+        pad = kernel_size // 2
+        padding = "same"
+        if strides > 1 and pad:
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+            padding = "valid"
+        return keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding,
+            use_bias=False, kernel_initializer=fan_out_normal(),
+            name=name)(x)
 
-    def sparse(x, filters, kernel_size, strides=1, name=None):
-        return layers.expander_conv2d(
-            x, filters, kernel_size, strides, name=name,
-            expand_ratio=expand_ratio, impl=impl, expander_groups=groups,
-            seed=expander.layer_seed(seed, name))
-
-    return sparse
+    return dense
 
 
 def bn_relu(x, name):
