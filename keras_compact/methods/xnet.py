@@ -8,13 +8,17 @@ connections (`layers.gathered_model`).
 """
 
 import inspect
+import logging
 
 from keras_compact import layers
 from keras_compact import models
+from keras_compact.layers.expander import COUNTING_CONVENTION
 from keras_compact.layers.expander import expander_layers
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
 from keras_compact.models import registry as model_registry
+
+log = logging.getLogger("keras_compact")
 
 
 @register("xnet")
@@ -23,8 +27,10 @@ class XNet(Method):
     deploys it gathered.
 
     `--arch` is a backbone with expander layers: a DenseNet-BC row
-    (`densenet_bc_40_24`, made sparse by `--expand_size`) or `x_vgg16`
-    (the paper's per-layer degrees; `--expand_size` does not apply).
+    (`densenet_bc_40_24`, made sparse by `--expand_size`), `x_resnet18/34/
+    50` and `x_mobilenet_v1_0.5` (ES, resp. G, from `--expand_size`) or
+    `x_vgg16` (the paper's per-layer degrees; `--expand_size` does not
+    apply).
     """
 
     options = {
@@ -51,10 +57,13 @@ class XNet(Method):
             raise ValueError(
                 f"Architecture '{config.arch}' has no expander layers. "
                 f"X-Net archs: densenet_bc_40_{{24,36,48,60}} (sparse with "
-                f"--expand_size), x_densenet_bc_40_*, x_vgg16.")
+                f"--expand_size), x_densenet_bc_40_*, x_vgg16, "
+                f"x_resnet18/34/50, x_mobilenet_v1_0.5.")
         return model
 
     def deployable(self, model, context):
         """The gathered form: same function, only existing connections."""
         del context
+        log.info("xnet: deploying the gathered form; %s.",
+                 COUNTING_CONVENTION)
         return layers.gathered_model(model)
