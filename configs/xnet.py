@@ -45,4 +45,5 @@ def get_config(arg=None):
     config.expand_size = 2
     config.expander_impl = "masked"
     config.expander_groups = 0
+    config.expander_chunks = 0
     return common.parse_arg(config, ",".join(a for a in items if a != "vgg"))

@@ -428,3 +428,30 @@ def test_x_imagenet_gathered_equals_masked(name):
         assert len(masks) == 12
         # Input-regular: every input channel feeds C_out // 2 outputs.
         assert all((m.sum(1) == m.shape[1] // 2).all() for m in masks)
+
+
+@pytest.mark.parametrize("kernel_size,chunks,groups", [(1, 8, 4), (3, 12, 8),
+                                                       (1, 6, 24)])
+def test_chunk_expander_gathers_slabs_exactly(kernel_size, chunks, groups):
+    x = np.random.randn(2, 6, 6, 48).astype("float32")
+    masked = layers.ExpanderConv2D(24, kernel_size, expand_ratio=2,
+                                   groups=groups, chunks=chunks, seed=4)
+    expected = _numpy(masked(x))
+    mask = masked.get_mask()
+    np.testing.assert_array_equal(mask.sum(0), 24)
+    assert _laplacian_connectivity(mask) > 1e-6
+    gathered = masked.gathered(x.shape)
+    assert gathered._chunk == 48 // chunks  # slabs, not channels
+    np.testing.assert_allclose(_numpy(gathered(x)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="whole number of chunks"):
+        expander.expander_mask(48, 24, 20, groups=4, chunks=8)
+
+
+def test_chunk_x_densenet_from_method():
+    config = xnet_config.get_config(
+        "expander_groups=4,expander_chunks=8,expander_impl=gather")
+    model = methods.get("xnet").build_model(config, (32, 32, 3), 10)
+    result = profiling.profile(model)
+    assert result.macs == 157_854_288  # same density as channel-level
+    assert all(layer._chunk > 1
+               for layer in expander.expander_layers(model))

@@ -45,7 +45,7 @@ COUNTING_CONVENTION = (
 
 
 def expander_mask(in_channels, out_channels, degree, regular_side="out",
-                  groups=None, seed=0):
+                  groups=None, chunks=None, seed=0):
     """The 0/1 biadjacency `(in_channels, out_channels)` of a random expander.
 
     Args:
@@ -59,6 +59,11 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
             split into G contiguous blocks that share one input list
             (block expander, fewer gathered channels). Only with
             `regular_side="out"`.
+        chunks: `None`, or C: the inputs are C contiguous chunks and each
+            block picks whole chunks (`degree` must be a multiple of
+            `in_channels / C`). The gather then moves contiguous slabs,
+            which is fast on CPU and in LiteRT; the graph is a random
+            chunk-level expander blown up by all-ones blocks.
         seed: int seed of a NumPy `Generator`.
 
     Returns:
@@ -71,7 +76,7 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
     rng = np.random.default_rng(seed)
     mask = np.zeros((in_channels, out_channels), "float32")
     if regular_side == "in":
-        if groups:
+        if groups or chunks:
             raise ValueError("Block expanders (groups) are output-regular; "
                              "use regular_side='out' or groups=None.")
         _check_degree(degree, out_channels, "out_channels")
@@ -79,16 +84,49 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
             mask[i, rng.permutation(out_channels)[:degree]] = 1
         return mask
     _check_degree(degree, in_channels, "in_channels")
+    balanced = bool(groups) and groups < out_channels
     groups = groups or out_channels
     if out_channels % groups:
         raise ValueError(f"out_channels must be divisible by groups. "
                          f"Received: out_channels={out_channels}, "
                          f"groups={groups}.")
     width = out_channels // groups
-    for g in range(groups):
-        inputs = rng.permutation(in_channels)[:degree]
+    size = 1
+    if chunks:
+        size = in_channels // chunks
+        if in_channels % chunks or degree % size:
+            raise ValueError(
+                f"chunks must divide in_channels and the degree must be a "
+                f"whole number of chunks. Received: in_channels="
+                f"{in_channels}, chunks={chunks} (chunk size {size}), "
+                f"degree={degree}.")
+    rows = _rows(rng, in_channels // size, groups, degree // size, balanced)
+    for g, picked in enumerate(rows):
+        inputs = (picked[:, None] * size + np.arange(size)).reshape(-1)
         mask[inputs, g * width:(g + 1) * width] = 1
     return mask
+
+
+def _rows(rng, vertices, rows, degree, balanced):
+    """`rows` lists of `degree` distinct vertices, each row uniform.
+
+    Channel level (one row per output) draws each row independently, the
+    paper's rule. Block expanders (`balanced`) have few, fat rows, which
+    can leave inputs unused, so when `rows * degree` is a multiple of
+    `vertices` their rows are cut from concatenated random permutations
+    (every input used equally often; spec 7.3's balanced sampler), redrawn
+    until no row repeats a vertex.
+    """
+    total = rows * degree
+    if balanced and total % vertices == 0:
+        for _ in range(1000):
+            draw = np.concatenate([rng.permutation(vertices)
+                                   for _ in range(total // vertices)])
+            draw = draw.reshape(rows, degree)
+            if all(len(set(row)) == degree for row in draw):
+                return draw
+    return np.stack([rng.permutation(vertices)[:degree]
+                     for _ in range(rows)])
 
 
 def mask_indices(mask, groups=None):
@@ -141,7 +179,8 @@ class _Expander(keras.layers.Layer):
     """Connectivity, weights and conversion shared by the expander layers."""
 
     def __init__(self, units, expand_ratio=2, degree=None,
-                 regular_side="out", groups=None, impl="masked", seed=None,
+                 regular_side="out", groups=None, chunks=None,
+                 impl="masked", seed=None,
                  use_bias=False, kernel_initializer=None,
                  bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, **kwargs):
@@ -161,6 +200,7 @@ class _Expander(keras.layers.Layer):
         self.degree = degree
         self.regular_side = regular_side
         self.groups = groups
+        self.chunks = chunks
         self.impl = impl
         # A drawn seed is stored in the config, so a reloaded layer rebuilds
         # the same graph (the mask/indices weights are saved as well).
@@ -178,7 +218,8 @@ class _Expander(keras.layers.Layer):
         other = in_channels if self.regular_side == "out" else self.units
         degree = self.degree or max(other // self.expand_ratio, 1)
         return expander_mask(in_channels, self.units, degree,
-                             self.regular_side, self.groups, self.seed)
+                             self.regular_side, self.groups, self.chunks,
+                             self.seed)
 
     def build(self, input_shape):
         self.in_channels = input_shape[-1]
@@ -220,12 +261,24 @@ class _Expander(keras.layers.Layer):
 
     def _set_table_flags(self, table):
         # Static facts of the table, decided at build time so that `call`
-        # stays traceable: is a zero channel needed for padded slots, and is
-        # the gather the identity (nothing to gather)?
+        # stays traceable: is a zero channel needed for padded slots, is
+        # the gather the identity (nothing to gather), and the longest
+        # aligned run of consecutive channels the table is made of (a
+        # per-channel gather is slow on CPU and in LiteRT; whole slabs are
+        # memcpy).
         flat = np.reshape(table, (-1,))
         self._pads = bool((flat == self.in_channels).any())
         self._identity = bool(flat.size == self.in_channels and (
             flat == np.arange(self.in_channels)).all())
+        self._chunk = 1
+        if not self._pads:
+            width = np.gcd(self.in_channels, table.shape[1])
+            for size in (s for s in range(width, 1, -1) if width % s == 0):
+                runs = table.reshape(table.shape[0], -1, size)
+                if ((runs[..., :1] % size == 0).all()
+                        and (runs == runs[..., :1] + np.arange(size)).all()):
+                    self._chunk = size
+                    break
 
     def _gather(self, inputs):
         if self._pads:
@@ -233,7 +286,15 @@ class _Expander(keras.layers.Layer):
                 [inputs, ops.zeros_like(inputs[..., :1])], axis=-1)
         if self._identity:
             return inputs
-        return ops.take(inputs, ops.reshape(self.indices, (-1,)), axis=-1)
+        if self._chunk == 1:
+            return ops.take(inputs, ops.reshape(self.indices, (-1,)),
+                            axis=-1)
+        size = self._chunk
+        lead = tuple(ops.shape(inputs)[:-1])
+        slabs = ops.reshape(inputs, lead + (self.in_channels // size, size))
+        chunk_ids = ops.reshape(self.indices[:, ::size] // size, (-1,))
+        gathered = ops.take(slabs, chunk_ids, axis=-2)
+        return ops.reshape(gathered, lead + (-1,))
 
     def _add_bias(self, outputs):
         if self.use_bias:
@@ -289,6 +350,7 @@ class _Expander(keras.layers.Layer):
             degree=self.degree,
             regular_side=self.regular_side,
             groups=self.groups,
+            chunks=self.chunks,
             impl=self.impl,
             seed=self.seed,
             use_bias=self.use_bias,
@@ -328,6 +390,8 @@ class ExpanderConv2D(_Expander):
         regular_side: `"out"` (paper's logged rule) or `"in"`.
         groups: `None` (channel-level graph) or G output blocks sharing one
             input list each (block expander: a cheaper gather).
+        chunks: `None`, or C: block input lists are whole contiguous chunks
+            of `in_channels / C` (a gather of slabs; see `expander_mask`).
         impl: `"masked"` (dense kernel times the mask; the reference
             semantics) or `"gather"` (gather + `layers.GroupedConv2D`, only
             the existing connections are computed).

@@ -40,18 +40,20 @@ class XNet(Method):
                           "masked (the paper's semantics) or gather"),
         "expander_groups": (0, "0: channel-level expander graphs (the "
                             "paper); G: block expanders of G output blocks"),
+        "expander_chunks": (0, "0: any input channels; C: block expanders "
+                            "pick whole contiguous input chunks of C_in / C "
+                            "(fast gather on CPU and LiteRT)"),
     }
 
     def build_model(self, config, input_shape, num_classes):
         builder = model_registry.ARCHITECTURES.get(config.arch)
         parameters = inspect.signature(builder).parameters
-        kwargs = {}
-        if "expander_impl" in parameters:
-            kwargs = dict(expander_impl=config.expander_impl,
-                          expander_groups=config.expander_groups or None,
-                          expander_seed=config.seed)
-        if "expand_ratio" in parameters:
-            kwargs["expand_ratio"] = config.expand_size
+        wanted = dict(expander_impl=config.expander_impl,
+                      expander_groups=config.expander_groups or None,
+                      expander_chunks=config.expander_chunks or None,
+                      expander_seed=config.seed,
+                      expand_ratio=config.expand_size)
+        kwargs = {k: v for k, v in wanted.items() if k in parameters}
         model = models.build(config.arch, input_shape, num_classes, **kwargs)
         if not expander_layers(model):
             raise ValueError(

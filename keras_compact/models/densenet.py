@@ -37,7 +37,8 @@ def torch_linear_head(x, num_classes, name="classifier"):
             1.0 / 3.0, "fan_in", "uniform"))(x)
 
 
-def conv_factory(expand_ratio=None, impl="masked", groups=None, seed=0):
+def conv_factory(expand_ratio=None, impl="masked", groups=None, seed=0,
+                 chunks=None):
     """The conv of the layers that X-Nets make expanders.
 
     Returns `conv(x, filters, kernel_size, strides=1, name=None) -> y` with
@@ -45,7 +46,8 @@ def conv_factory(expand_ratio=None, impl="masked", groups=None, seed=0):
     else `layers.expander_conv_factory`'s seeded expander conv.
     """
     if expand_ratio is not None:
-        return layers.expander_conv_factory(expand_ratio, impl, groups, seed)
+        return layers.expander_conv_factory(expand_ratio, impl, groups, seed,
+                                            chunks=chunks)
 
     def dense(x, filters, kernel_size, strides=1, name=None):
         pad = kernel_size // 2
@@ -87,7 +89,7 @@ def transition(x, name, reduction=0.5):
 def densenet_bc_cifar(depth, growth, input_shape, num_classes,
                       expand_ratio=None, expander_impl="masked",
                       expander_groups=None, expander_seed=0,
-                      reduction=0.5, name=None):
+                      expander_chunks=None, reduction=0.5, name=None):
     """DenseNet-BC-depth-growth for 32x32 images; X-DenseNet with ES given.
 
     Args:
@@ -103,6 +105,8 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
         expander_groups: None (channel-level graph) or output blocks per
             expander conv (block expander, see `ExpanderConv2D`).
         expander_seed: model seed of the expander graphs.
+        expander_chunks: None, or C: block expanders whose inputs are C
+            contiguous chunks (with `expander_groups`; fast gather).
         reduction: transition compression (0.5 in DenseNet-BC).
 
     Example:
@@ -116,7 +120,7 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
                          f"Received: depth={depth}.")
     units = (depth - 4) // 6
     conv = conv_factory(expand_ratio, expander_impl, expander_groups,
-                        expander_seed)
+                        expander_seed, expander_chunks)
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(
         2 * growth, 3, padding="same", use_bias=False,
