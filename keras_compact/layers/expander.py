@@ -287,8 +287,15 @@ class _Expander(keras.layers.Layer):
         if self._identity:
             return inputs
         if self._chunk == 1:
-            return ops.take(inputs, ops.reshape(self.indices, (-1,)),
-                            axis=-1)
+            indices = ops.reshape(self.indices, (-1,))
+            if len(inputs.shape) != 4:
+                return ops.take(inputs, indices, axis=-1)
+            # Channels-first, each gathered channel is one contiguous copy:
+            # 2-3x faster on TF CPU than gathering scalars along the last
+            # axis, transposes included.
+            planes = ops.transpose(inputs, (3, 0, 1, 2))
+            return ops.transpose(ops.take(planes, indices, axis=0),
+                                 (1, 2, 3, 0))
         size = self._chunk
         lead = tuple(ops.shape(inputs)[:-1])
         slabs = ops.reshape(inputs, lead + (self.in_channels // size, size))
