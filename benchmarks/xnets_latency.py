@@ -7,7 +7,8 @@ Prints a Markdown table: TF (tf.function, batch 1 and 32) and LiteRT float32
 dense DenseNet-BC-40-24, X-DenseNet-BC-40-24-2 masked (the training form),
 gathered channel-level (the deployable form) and gathered block expanders
 (G output blocks per layer, inputs in C contiguous chunks: the structured
-variant of spec 7.3, whose gather moves slabs; batch 32 uses repeats / 5).
+variant of spec 7.3, whose gather moves slabs; the large batch uses
+repeats / 5).
 """
 
 import os
@@ -29,6 +30,7 @@ from keras_compact import profiling  # noqa: E402
 
 flags.DEFINE_integer("threads", 1, "CPU threads for TF and LiteRT.")
 flags.DEFINE_integer("repeats", 30, "Timed runs per measurement.")
+flags.DEFINE_integer("batch", 32, "The larger TF batch.")
 flags.DEFINE_string("arch", "densenet_bc_40_24", "DenseNet-BC row.")
 flags.DEFINE_list("blocks", ["4:8", "8:8"],
                   "Block expanders G:C (G output blocks, C input chunks).")
@@ -91,14 +93,16 @@ def main(argv):
     for name, model in rows:
         macs = profiling.profile(model).macs
         litert, ops = _litert_ms(model)
-        results.append((name, macs, _tf_ms(model, 1), _tf_ms(model, 32),
+        results.append((name, macs, _tf_ms(model, 1),
+                        _tf_ms(model, FLAGS.batch),
                         litert, ops))
         print(name, results[-1][1:], flush=True)
     dense = results[0]
     print(f"\n{FLAGS.arch}, {FLAGS.threads} thread(s), median of "
           f"{FLAGS.repeats}\n")
-    print("| model | MACs | MAC ratio | TF b1 ms | TF b32 ms | LiteRT b1 ms "
-          "| speedup vs dense (TF b1 / TF b32 / LiteRT) |")
+    big = f"b{FLAGS.batch}"
+    print(f"| model | MACs | MAC ratio | TF b1 ms | TF {big} ms | LiteRT b1 "
+          f"ms | speedup vs dense (TF b1 / TF {big} / LiteRT) |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, macs, tf1, tf32, lite, _ in results:
         print(f"| {name} | {macs / 1e6:.1f}M | {dense_macs / macs:.2f}x | "
