@@ -272,6 +272,13 @@ def test_litert_export_of_gathered_model():
     model = layers.gathered_model(_small_x_model())
     x = np.random.randn(2, 8, 8, 16).astype("float32")
     testing.run_litert_export_test(model, x)
+    # A small X-DenseNet: BN -> ReLU -> gathered conv on concatenations.
+    from keras_compact.models import densenet
+
+    dense_net = layers.gathered_model(densenet.densenet_bc_cifar(
+        10, 4, (8, 8, 3), 10, expand_ratio=2))
+    testing.run_litert_export_test(
+        dense_net, np.random.randn(2, 8, 8, 3).astype("float32"))
 
 
 # --- models and counts -------------------------------------------------------
