@@ -15,6 +15,13 @@ the same function:
 `gathered_model(model)` converts a trained masked model into the gathered
 form exactly.
 
+Speed: with one input list per output channel (the paper's graph) the
+gathered tensor has `C_out * C_in / ES` channels, so that form is
+memory-bound and can be slower than the dense layer on CPU (spec 5). Block
+expanders (`groups=G`, and `chunks=C` so that the gather moves contiguous
+slabs) keep the density and MACs with a gathered tensor of only
+`G * C_in / ES` channels.
+
 Counting convention (`profile()` hooks): params and MACs count only the
 connections that exist, i.e. `k * k * nnz(mask)` weights and
 `k * k * H_out * W_out * nnz(mask)` MACs (plus bias params), whichever
