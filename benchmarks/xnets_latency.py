@@ -59,7 +59,11 @@ def _litert_ms(model):
     from ai_edge_litert.interpreter import Interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = export.to_litert(model, os.path.join(tmp, "m.tflite"))
+        try:
+            path = export.to_litert(model, os.path.join(tmp, "m.tflite"))
+        except Exception as error:  # reported in the table, not fatal
+            return float("nan"), [f"conversion failed: "
+                                  f"{str(error).splitlines()[0][:120]}"]
         interpreter = Interpreter(model_path=path,
                                   num_threads=FLAGS.threads)
         ops = sorted({d["op_name"] for d in
