@@ -37,42 +37,48 @@ flags.DEFINE_list("blocks", ["4:8", "8:8"],
 FLAGS = flags.FLAGS
 
 
-def _median_ms(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
-def _tf_ms(model, batch):
+def _tf_runner(model, batch):
     x = tf.random.normal((batch, 32, 32, 3))
     call = tf.function(lambda x: model(x, training=False))
-    repeats = FLAGS.repeats if batch == 1 else max(3, FLAGS.repeats // 5)
-    return _median_ms(lambda: call(x).numpy(), repeats)
+    return lambda: call(x).numpy()
 
 
-def _litert_ms(model):
+def _litert_runner(model, tmp, name):
     from ai_edge_litert.interpreter import Interpreter
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = export.to_litert(model, os.path.join(tmp, "m.tflite"))
-        except Exception as error:  # reported in the table, not fatal
-            return float("nan"), [f"conversion failed: "
-                                  f"{str(error).splitlines()[0][:120]}"]
-        interpreter = Interpreter(model_path=path,
-                                  num_threads=FLAGS.threads)
-        ops = sorted({d["op_name"] for d in
-                      interpreter._get_ops_details()})
+    try:
+        path = export.to_litert(model, os.path.join(tmp, f"{name}.tflite"))
+    except Exception as error:  # reported in the table, not fatal
+        return None, [f"conversion failed: "
+                      f"{str(error).splitlines()[0][:120]}"]
+    interpreter = Interpreter(model_path=path, num_threads=FLAGS.threads)
+    ops = sorted({d["op_name"] for d in interpreter._get_ops_details()})
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     interpreter.set_tensor(inp["index"],
                            np.random.randn(1, 32, 32, 3).astype("float32"))
-    return _median_ms(interpreter.invoke, FLAGS.repeats), ops
+    return interpreter.invoke, ops
+
+
+def _interleaved_ms(runners, repeats):
+    """Median ms per runner, timing them in rotation.
+
+    The machine's load drifts by 2-3x within minutes; rotating puts every
+    model under the same drift, so ratios stay meaningful.
+    """
+    for run in runners.values():
+        if run:
+            run()
+            run()
+    times = {key: [] for key in runners}
+    for _ in range(repeats):
+        for key, run in runners.items():
+            if run:
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * float(np.median(t)) if t else float("nan")
+            for key, t in times.items()}
 
 
 def main(argv):
@@ -93,14 +99,17 @@ def main(argv):
         rows.append((f"X gathered (block G={groups}, chunks={chunks})",
                      layers.gathered_model(block)))
     dense_macs = profiling.profile(rows[0][1]).macs
-    results = []
-    for name, model in rows:
-        macs = profiling.profile(model).macs
-        litert, ops = _litert_ms(model)
-        results.append((name, macs, _tf_ms(model, 1),
-                        _tf_ms(model, FLAGS.batch),
-                        litert, ops))
-        print(name, results[-1][1:], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large, lite, ops = {}, {}, {}, {}
+        for index, (name, model) in enumerate(rows):
+            small[name] = _tf_runner(model, 1)
+            large[name] = _tf_runner(model, FLAGS.batch)
+            lite[name], ops[name] = _litert_runner(model, tmp, f"m{index}")
+        small = _interleaved_ms(small, FLAGS.repeats)
+        lite = _interleaved_ms(lite, FLAGS.repeats)
+        large = _interleaved_ms(large, max(3, FLAGS.repeats // 5))
+    results = [(name, profiling.profile(model).macs, small[name],
+                large[name], lite[name], ops[name]) for name, model in rows]
     dense = results[0]
     print(f"\n{FLAGS.arch}, {FLAGS.threads} thread(s), median of "
           f"{FLAGS.repeats}\n")

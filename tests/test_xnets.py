@@ -279,6 +279,14 @@ def test_litert_export_of_gathered_model():
         10, 4, (8, 8, 3), 10, expand_ratio=2))
     testing.run_litert_export_test(
         dense_net, np.random.randn(2, 8, 8, 3).astype("float32"))
+    # Chunked block expanders: slab gather + grouped CONV_2D.
+    chunked = layers.gathered_model(densenet.densenet_bc_cifar(
+        10, 8, (8, 8, 3), 10, expand_ratio=2, expander_groups=4,
+        expander_chunks=2))
+    assert all(layer._chunk > 1
+               for layer in expander.expander_layers(chunked))
+    testing.run_litert_export_test(
+        chunked, np.random.randn(2, 8, 8, 3).astype("float32"))
 
 
 # --- models and counts -------------------------------------------------------

@@ -308,7 +308,10 @@ class _Expander(keras.layers.Layer):
         slabs = ops.reshape(inputs, lead + (self.in_channels // size, size))
         chunk_ids = ops.reshape(self.indices[:, ::size] // size, (-1,))
         gathered = ops.take(slabs, chunk_ids, axis=-2)
-        return ops.reshape(gathered, lead + (-1,))
+        # A static channel count: LiteRT's converter only maps a grouped
+        # Conv2D to CONV_2D when it can check the groups.
+        return ops.reshape(gathered, lead + (int(np.prod(
+            self.indices.shape)),))
 
     def _add_bias(self, outputs):
         if self.use_bias:
