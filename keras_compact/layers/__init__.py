@@ -5,6 +5,12 @@ from keras_compact.layers.cheap import DepthwiseBlock
 from keras_compact.layers.cheap import GroupBlock
 from keras_compact.layers.cheap import Shift2D
 from keras_compact.layers.cheap import ShiftBlock
+from keras_compact.layers.expander import ExpanderConv2D
+from keras_compact.layers.expander import ExpanderDense
+from keras_compact.layers.expander import expander_conv2d
+from keras_compact.layers.expander import expander_conv_factory
+from keras_compact.layers.expander import expander_mask
+from keras_compact.layers.expander import gathered_model
 from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.layers.grouped_conv import GroupedConv2D

@@ -1,0 +1,472 @@
+"""X-Nets: expander graphs, masked == gathered, models' counts, the method."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import xnet as xnet_config
+from keras_compact import layers
+from keras_compact import methods
+from keras_compact import models
+from keras_compact import profiling
+from keras_compact.layers import expander
+from tests import testing
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _laplacian_connectivity(mask):
+    """Algebraic connectivity of the bipartite graph (0: disconnected)."""
+    c_in, c_out = mask.shape
+    adjacency = np.zeros((c_in + c_out,) * 2)
+    adjacency[:c_in, c_in:] = mask
+    adjacency += adjacency.T
+    laplacian = np.diag(adjacency.sum(1)) - adjacency
+    return np.sort(np.linalg.eigvalsh(laplacian))[1]
+
+
+# --- the graph ------------------------------------------------------------
+
+@pytest.mark.parametrize("c_in,c_out,ratio", [(96, 24, 2), (240, 96, 2),
+                                              (64, 128, 4), (256, 256, 16)])
+def test_output_regular_graph(c_in, c_out, ratio):
+    layer = layers.ExpanderConv2D(c_out, 1, expand_ratio=ratio, seed=7)
+    layer.build((None, 4, 4, c_in))
+    mask = layer.get_mask()
+    assert set(np.unique(mask)) == {0.0, 1.0}
+    # Every output channel has the same in-degree c_in // ES.
+    np.testing.assert_array_equal(mask.sum(0), c_in // ratio)
+    assert _laplacian_connectivity(mask) > 1e-6
+    # A good expander: far from the disconnected value 1.0.
+    assert expander.singular_value_ratio(mask) < 0.6
+
+
+def test_input_regular_and_block_graphs():
+    mask = expander.expander_mask(32, 64, 16, regular_side="in", seed=1)
+    np.testing.assert_array_equal(mask.sum(1), 16)
+    assert len(set(mask.sum(0))) > 1  # outputs' degrees vary
+    block = expander.expander_mask(64, 64, 32, groups=8, seed=1)
+    for g in range(8):
+        cols = block[:, 8 * g:8 * g + 8]
+        assert (cols == cols[:, :1]).all()
+    assert _laplacian_connectivity(block) > 1e-6
+    # A plain grouped conv (block-diagonal) is a disconnected graph.
+    grouped = np.kron(np.eye(2), np.ones((32, 32)))
+    assert expander.singular_value_ratio(grouped) == pytest.approx(1.0)
+    assert _laplacian_connectivity(grouped) < 1e-9
+
+
+def test_seed_determines_graph():
+    def mask(seed):
+        layer = layers.ExpanderConv2D(48, 3, expand_ratio=2, seed=seed)
+        layer.build((None, 8, 8, 96))
+        return layer.get_mask()
+
+    np.testing.assert_array_equal(mask(3), mask(3))
+    assert not np.array_equal(mask(3), mask(4))
+    # The drawn seed is recorded, so the config rebuilds the same graph.
+    drawn = layers.ExpanderConv2D(48, 3)
+    drawn.build((None, 8, 8, 96))
+    again = layers.ExpanderConv2D.from_config(drawn.get_config())
+    again.build((None, 8, 8, 96))
+    np.testing.assert_array_equal(drawn.get_mask(), again.get_mask())
+    assert expander.layer_seed(0, "a") != expander.layer_seed(0, "b")
+
+
+def test_bad_arguments_fail_clearly():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        layers.ExpanderConv2D(8, 1, impl="sparse")
+    with pytest.raises(ValueError, match="degree must be in"):
+        layers.ExpanderConv2D(8, 1, degree=20)(np.zeros((1, 2, 2, 4)))
+    with pytest.raises(ValueError, match="no groups"):
+        layers.expander_conv2d(keras.Input((4, 4, 8)), 8, 3, groups=2,
+                               name="c")
+
+
+# --- masked semantics ------------------------------------------------------
+
+def test_masked_matches_numpy_reference():
+    """y = conv(x, W * M) with M repeated over k x k (reference semantics)."""
+    x = np.random.randn(2, 5, 5, 12).astype("float32")
+    layer = layers.ExpanderConv2D(6, 3, expand_ratio=3, padding="valid",
+                                  seed=5)
+    y = _numpy(layer(x))
+    w = _numpy(layer.kernel) * layer.get_mask()[None, None]
+    ref = np.zeros((2, 3, 3, 6))
+    for i in range(3):
+        for j in range(3):
+            ref[:, i, j] = np.einsum("bhwc,hwco->bo",
+                                     x[:, i:i + 3, j:j + 3], w)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    # Masked entries start at zero; the rest keep the fan-out He init.
+    assert (_numpy(layer.kernel)[:, :, layer.get_mask() == 0] == 0).all()
+
+
+def test_masked_gradient_is_zero_off_graph():
+    layer = layers.ExpanderConv2D(16, 3, expand_ratio=4, seed=2)
+    x = tf.random.normal((2, 6, 6, 32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) ** 2)
+    grad = _numpy(tape.gradient(loss, layer.kernel))
+    off = layer.get_mask() == 0
+    assert (grad[:, :, off] == 0).all()
+    assert (grad[:, :, ~off] != 0).mean() > 0.99
+
+
+def test_masked_weights_stay_zero_after_training():
+    inputs = keras.Input((8, 8, 16))
+    x = layers.ExpanderConv2D(
+        32, 3, expand_ratio=4, seed=0,
+        kernel_regularizer=keras.regularizers.L2(5e-4), name="x1")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = layers.ExpanderDense(10, expand_ratio=2, seed=0, name="x2")(x)
+    model = keras.Model(inputs, x)
+    before = {layer.name: _numpy(layer.kernel).copy()
+              for layer in expander.expander_layers(model)}
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True,
+                                       weight_decay=1e-4),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    model.fit(np.random.randn(64, 8, 8, 16).astype("float32"),
+              np.random.randint(0, 10, 64), batch_size=16, epochs=2,
+              verbose=0)
+    for layer in expander.expander_layers(model):
+        kernel = _numpy(layer.kernel)
+        off = np.broadcast_to(np.reshape(layer.get_mask() == 0,
+                                         layer._mask_shape()), kernel.shape)
+        assert (kernel[off] == 0).all(), layer.name
+        assert not np.allclose(kernel[~off], before[layer.name][~off])
+
+
+# --- gathered == masked ------------------------------------------------------
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("ratio", [2, 3, 4, 8, 16])
+def test_gathered_equals_masked_conv(kernel_size, strides, ratio):
+    x = np.random.randn(2, 9, 9, 48).astype("float32")
+    masked = layers.ExpanderConv2D(32, kernel_size, strides=strides,
+                                   expand_ratio=ratio, seed=ratio)
+    expected = _numpy(masked(x))
+    gathered = masked.gathered(x.shape)
+    assert gathered.impl == "gather"
+    assert tuple(gathered.grouped_conv.kernel.shape) == (
+        kernel_size, kernel_size, 48 // ratio, 32)
+    np.testing.assert_allclose(_numpy(gathered(x)), expected, atol=1e-5)
+    np.testing.assert_array_equal(gathered.get_mask(), masked.get_mask())
+
+
+@pytest.mark.parametrize("options", [
+    dict(regular_side="in", expand_ratio=4),
+    dict(groups=8, expand_ratio=2),
+    dict(groups=4, degree=5, use_bias=True),
+])
+def test_gathered_equals_masked_variants(options):
+    x = np.random.randn(2, 7, 7, 24).astype("float32")
+    masked = layers.ExpanderConv2D(32, 3, seed=11, **options)
+    masked.build(x.shape)
+    if masked.use_bias:
+        masked.bias.assign(np.random.randn(32))
+    gathered = masked.gathered(x.shape)
+    np.testing.assert_allclose(_numpy(gathered(x)), _numpy(masked(x)),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [dict(expand_ratio=4),
+                                     dict(degree=16, groups=8),
+                                     dict(regular_side="in", degree=6)])
+def test_gathered_equals_masked_dense(options):
+    x = np.random.randn(5, 64).astype("float32")
+    masked = layers.ExpanderDense(48, seed=3, **options)
+    expected = _numpy(masked(x))
+    gathered = masked.gathered(x.shape)
+    np.testing.assert_allclose(_numpy(gathered(x)), expected, atol=1e-5)
+
+
+def test_gather_form_trains_like_masked():
+    """Gradients of the compact kernel are the masked gradients on-graph."""
+    x = tf.random.normal((2, 6, 6, 16))
+    masked = layers.ExpanderConv2D(8, 3, expand_ratio=2, seed=9)
+    masked.build(x.shape)
+    gathered = masked.gathered(x.shape)
+    grads = []
+    for layer, kernel in ((masked, masked.kernel),
+                          (gathered, gathered.grouped_conv.kernel)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) ** 3)
+        grads.append(_numpy(tape.gradient(loss, kernel)))
+    table = _numpy(gathered.indices)
+    np.testing.assert_allclose(masked._compact(grads[0], table), grads[1],
+                               rtol=1e-4, atol=1e-4)
+
+
+# --- Keras contract, saving, export -----------------------------------------
+
+@pytest.mark.parametrize("impl", ["masked", "gather"])
+def test_layer_contract(impl):
+    testing.run_layer_test(
+        layers.ExpanderConv2D,
+        dict(filters=16, kernel_size=3, strides=2, expand_ratio=4, seed=1,
+             impl=impl),
+        (2, 8, 8, 32), (2, 4, 4, 16))
+    testing.run_layer_test(
+        layers.ExpanderDense, dict(units=12, degree=4, seed=1, impl=impl),
+        (3, 20), (3, 12))
+
+
+def _small_x_model(impl="masked"):
+    inputs = keras.Input((8, 8, 16))
+    x = layers.expander_conv2d(inputs, 32, 3, strides=2, name="x1",
+                               expand_ratio=4, seed=1, impl=impl)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = layers.expander_conv2d(x, 32, 1, name="x2", expand_ratio=2, seed=2,
+                               impl=impl)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = layers.ExpanderDense(10, degree=8, seed=3, name="x3", impl=impl)(x)
+    return keras.Model(inputs, x)
+
+
+def test_mask_survives_keras_save_load():
+    model = _small_x_model()
+    # Replace one mask by hand: the saved weights, not only the seed, carry
+    # the graph.
+    layer = model.get_layer("x2")
+    new_mask = expander.expander_mask(32, 32, 16, seed=99)
+    layer.mask.assign(new_mask)
+    layer.kernel.assign(_numpy(layer.kernel) * new_mask[None, None])
+    x = np.random.randn(4, 8, 8, 16).astype("float32")
+    restored = testing.run_model_saving_test(model, x)
+    np.testing.assert_array_equal(restored.get_layer("x2").get_mask(),
+                                  new_mask)
+    for name in ("x1", "x3"):
+        np.testing.assert_array_equal(restored.get_layer(name).get_mask(),
+                                      model.get_layer(name).get_mask())
+    testing.run_model_saving_test(layers.gathered_model(_small_x_model()), x)
+
+
+@pytest.mark.parametrize("impl", ["masked", "gather"])
+def test_saved_model_export(impl):
+    model = _small_x_model(impl)
+    x = np.random.randn(3, 8, 8, 16).astype("float32")
+    from keras_compact import export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.to_saved_model(model, os.path.join(tmp, "sm"))
+        loaded = tf.saved_model.load(path)
+        served = loaded.serve(x)
+        variables = " ".join(v.name for v in loaded.variables)
+    np.testing.assert_allclose(_numpy(served), _numpy(model(x)), atol=1e-5)
+    assert ("mask" if impl == "masked" else "indices") in variables
+
+
+def test_litert_export_of_gathered_model():
+    model = layers.gathered_model(_small_x_model())
+    x = np.random.randn(2, 8, 8, 16).astype("float32")
+    testing.run_litert_export_test(model, x)
+    # A small X-DenseNet: BN -> ReLU -> gathered conv on concatenations.
+    from keras_compact.models import densenet
+
+    dense_net = layers.gathered_model(densenet.densenet_bc_cifar(
+        10, 4, (8, 8, 3), 10, expand_ratio=2))
+    testing.run_litert_export_test(
+        dense_net, np.random.randn(2, 8, 8, 3).astype("float32"))
+    # Chunked block expanders: slab gather + grouped CONV_2D.
+    chunked = layers.gathered_model(densenet.densenet_bc_cifar(
+        10, 8, (8, 8, 3), 10, expand_ratio=2, expander_groups=4,
+        expander_chunks=2))
+    assert all(layer._chunk > 1
+               for layer in expander.expander_layers(chunked))
+    testing.run_litert_export_test(
+        chunked, np.random.randn(2, 8, 8, 3).astype("float32"))
+
+
+# --- models and counts -------------------------------------------------------
+
+def _counts(name, num_classes=10, **kwargs):
+    result = profiling.profile(models.build(name, (32, 32, 3), num_classes,
+                                            **kwargs))
+    return result.params, result.macs
+
+
+@pytest.mark.parametrize("name,params,macs", [
+    ("densenet_bc_40_24", 690_346, 288_131_664),
+    ("x_densenet_bc_40_24", 375_850, 157_854_288),
+    ("densenet_bc_40_36", 1_542_682, 647_298_936),
+    ("x_densenet_bc_40_36", 835_066, 354_174_840),
+])
+def test_densenet_counts(name, params, macs):
+    """Spec 3.2: dense 690,346 / X 0.376M params and 157.9M MACs (k=24)."""
+    assert _counts(name) == (params, macs)
+
+
+def test_densenet_counts_cifar100():
+    assert _counts("densenet_bc_40_24", 100)[0] == 714_196
+
+
+def test_vgg16_counts():
+    """Spec 3.2 counts conv/FC weights and biases, not BN (8,448 here)."""
+    dense = profiling.profile(models.build("vgg16", (32, 32, 3), 10))
+    sparse = profiling.profile(models.build("x_vgg16", (32, 32, 3), 10))
+
+    def without_bn(result):
+        return result.params - sum(
+            p.params for p in result.layers
+            if p.class_name == "BatchNormalization")
+
+    assert (without_bn(dense), dense.macs) == (14_982_474, 313_463_808)
+    assert (without_bn(sparse), sparse.macs) == (809_930, 88_839_168)
+    names = [p.name for p in sparse.layers if p.class_name.startswith(
+        "Expander")]
+    assert names == [f"conv{i}" for i in range(4, 14)] + ["fc1"]
+
+
+def test_x_densenet_gathered_equals_masked():
+    model = models.build("x_densenet_bc_40_24", (32, 32, 3), 10)
+    # Non-trivial BN statistics so the check is not about zeros.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.random.randn(
+                *layer.moving_mean.shape) * 0.1)
+            layer.moving_variance.assign(np.random.uniform(
+                0.5, 1.5, layer.moving_variance.shape))
+    fast = layers.gathered_model(model)
+    x = np.random.randn(2, 32, 32, 3).astype("float32")
+    expected = _numpy(model(x, training=False))
+    np.testing.assert_allclose(_numpy(fast(x, training=False)), expected,
+                               rtol=1e-5, atol=1e-5)
+    gathered = expander.expander_layers(fast)
+    assert len(gathered) == 36
+    assert all(layer.impl == "gather" for layer in gathered)
+    assert profiling.profile(fast).macs == 157_854_288
+
+
+# --- method and config ------------------------------------------------------
+
+def test_xnet_method_builds_and_deploys_gathered():
+    config = xnet_config.get_config("arch=x_vgg16,expand_size=8")
+    method = methods.get("xnet")
+    model = method.build_model(config, (32, 32, 3), 10)
+    deployed = method.deployable(model, None)
+    assert all(layer.impl == "gather"
+               for layer in expander.expander_layers(deployed))
+    x = np.random.randn(2, 32, 32, 3).astype("float32")
+    np.testing.assert_allclose(_numpy(deployed(x, training=False)),
+                               _numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    # x_vgg16's graph is the paper's degree table: expand_size is unused.
+    assert profiling.profile(deployed).macs == 88_839_168
+
+
+@pytest.mark.slow
+def test_xnet_method_trains_and_deploys():
+    config = xnet_config.get_config("smoke,arch=densenet_bc_40_24")
+    method = methods.get("xnet")
+    model = method.build_model(config, (8, 8, 3), 10)
+    assert len(expander.expander_layers(model)) == 36
+    method.compile_model(model, keras.optimizers.SGD(0.1, momentum=0.9),
+                         config)
+    x = np.random.randn(16, 8, 8, 3).astype("float32")
+    model.fit(x, np.random.randint(0, 10, 16), batch_size=8, epochs=1,
+              verbose=0)
+    deployed = method.deployable(model, None)
+    np.testing.assert_allclose(_numpy(deployed(x, training=False)),
+                               _numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    assert profiling.profile(deployed).macs < 0.6 * profiling.profile(
+        models.build("densenet_bc_40_24", (8, 8, 3), 10)).macs
+
+
+def test_xnet_method_rejects_dense_archs():
+    config = xnet_config.get_config("arch=resnet20")
+    with pytest.raises(ValueError, match="no expander layers"):
+        methods.get("xnet").build_model(config, (32, 32, 3), 10)
+
+
+def test_config_recipes():
+    config = xnet_config.get_config()
+    assert (config.arch, config.epochs, config.batch_size, config.lr,
+            config.nesterov, config.weight_decay, tuple(config.decay_epochs),
+            config.expand_size) == ("densenet_bc_40_24", 300, 64, 0.1, True,
+                                    1e-4, (150, 225), 2)
+    for option in methods.get("xnet").options:
+        assert option in config
+    vgg = xnet_config.get_config("vgg,expander_impl=gather")
+    assert (vgg.arch, vgg.lr, vgg.batch_size, vgg.weight_decay,
+            vgg.decay_rate, vgg.expander_impl) == ("x_vgg16", 0.05, 128,
+                                                   5e-4, 0.5, "gather")
+
+
+# --- ImageNet-shape X-ResNet / X-MobileNet (shared backbones) ---------------
+
+# ImageNet-size graphs take ~10 s each to build on a shared CPU: slow.
+@pytest.mark.slow
+@pytest.mark.parametrize("name,macs", [("x_resnet34", 1_900_777_472),
+                                       ("x_resnet50", 2_284_453_888)])
+def test_x_resnet_macs(name, macs):
+    """Spec 3.3: X-ResNet-34-2 1.90 G, X-ResNet-50-2 2.28 G MACs (conv. A)."""
+    result = profiling.profile(models.build(name, (224, 224, 3), 1000))
+    assert result.macs == macs
+    # Stem, shortcuts and classifier are dense; every block conv is sparse.
+    assert sum(p.class_name == "ExpanderConv2D" for p in result.layers) == (
+        16 * 3 if name == "x_resnet50" else 16 * 2)
+
+
+@pytest.mark.slow
+def test_x_mobilenet_macs():
+    """Spec 3.3: standard 0.5 net, G = 2/4/8/16 -> 85.3/53.2/37.1/29.1M."""
+    macs = [profiling.profile(models.build(
+        "x_mobilenet_v1_0.5", (224, 224, 3), 1000, expand_ratio=g)).macs
+        for g in (2, 4, 8, 16)]
+    assert macs == [85_271_808, 53_159_168, 37_102_848, 29_074_688]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["x_resnet18", "x_mobilenet_v1_0.5"])
+def test_x_imagenet_gathered_equals_masked(name):
+    model = models.build(name, (64, 64, 3), 10)
+    x = np.random.randn(2, 64, 64, 3).astype("float32")
+    fast = layers.gathered_model(model)
+    np.testing.assert_allclose(_numpy(fast(x, training=False)),
+                               _numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    if name.startswith("x_mobilenet"):
+        masks = [layer.get_mask() for layer in expander.expander_layers(fast)]
+        assert len(masks) == 12
+        # Input-regular: every input channel feeds C_out // 2 outputs.
+        assert all((m.sum(1) == m.shape[1] // 2).all() for m in masks)
+
+
+@pytest.mark.parametrize("kernel_size,chunks,groups", [(1, 8, 4), (3, 12, 8),
+                                                       (1, 6, 24)])
+def test_chunk_expander_gathers_slabs_exactly(kernel_size, chunks, groups):
+    x = np.random.randn(2, 6, 6, 48).astype("float32")
+    masked = layers.ExpanderConv2D(24, kernel_size, expand_ratio=2,
+                                   groups=groups, chunks=chunks, seed=4)
+    expected = _numpy(masked(x))
+    mask = masked.get_mask()
+    np.testing.assert_array_equal(mask.sum(0), 24)
+    assert _laplacian_connectivity(mask) > 1e-6
+    gathered = masked.gathered(x.shape)
+    assert gathered._chunk == 48 // chunks  # slabs, not channels
+    np.testing.assert_allclose(_numpy(gathered(x)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="whole number of chunks"):
+        expander.expander_mask(48, 24, 20, groups=4, chunks=8)
+
+
+def test_chunk_x_densenet_from_method():
+    config = xnet_config.get_config(
+        "expander_groups=4,expander_chunks=8,expander_impl=gather")
+    model = methods.get("xnet").build_model(config, (32, 32, 3), 10)
+    result = profiling.profile(model)
+    assert result.macs == 157_854_288  # same density as channel-level
+    assert all(layer._chunk > 1
+               for layer in expander.expander_layers(model))
