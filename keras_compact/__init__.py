@@ -1,5 +1,6 @@
 """keras_compact: compact convolutional networks for Keras 3."""
 
+from keras_compact import data
 from keras_compact import export
 from keras_compact import layers
 from keras_compact import methods

@@ -1,0 +1,153 @@
+"""The tf.distribute strategy factory: `--strategy=NAME`.
+
+| name | strategy |
+|---|---|
+| default | no distribution (the default strategy) |
+| one_device | the first GPU, else the CPU |
+| mirrored | all local GPUs, else all logical CPUs (tests) |
+| multi_worker | MultiWorkerMirroredStrategy over TF_CONFIG's cluster |
+| tpu | TPUStrategy on `--tpu=ADDRESS` (or the TPU VM's local TPU) |
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_compact.registry import Registry
+
+STRATEGIES = Registry("strategy")
+
+
+@STRATEGIES.register("default")
+def _default(tpu=""):
+    del tpu
+    return tf.distribute.get_strategy()
+
+
+@STRATEGIES.register("one_device")
+def _one_device(tpu=""):
+    del tpu
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else
+                                           "/cpu:0")
+
+
+@STRATEGIES.register("mirrored")
+def _mirrored(tpu=""):
+    del tpu
+    devices = tf.config.list_logical_devices("GPU") or (
+        tf.config.list_logical_devices("CPU"))
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+@STRATEGIES.register("multi_worker")
+def _multi_worker(tpu=""):
+    del tpu
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError(
+            "--strategy=multi_worker needs TF_CONFIG, e.g. "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}} on each host.'
+        )
+    _patch_keras_for_multi_worker()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@STRATEGIES.register("tpu")
+def _tpu(tpu=""):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError, RuntimeError) as error:
+        raise RuntimeError(
+            f"No TPU reachable at --tpu='{tpu}' ({error}). On a Cloud TPU VM "
+            "leave --tpu empty or pass 'local'; on a TPU node pass its name "
+            "or grpc:// address."
+        ) from error
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def get(name, tpu=""):
+    """Returns the strategy registered as `name` (see the module table)."""
+    return STRATEGIES.get(name)(tpu=tpu)
+
+
+def names():
+    return STRATEGIES.names()
+
+
+def is_chief(strategy):
+    """True where final checkpoints and exports are written.
+
+    Only one worker of a multi-worker run writes them: the `chief` task, or
+    worker 0 when the cluster has no chief.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    if task.get("type") == "chief":
+        return True
+    return (task.get("type") == "worker" and task.get("index", 0) == 0
+            and "chief" not in config.get("cluster", {}))
+
+
+def worker_index():
+    """This process's task index in TF_CONFIG (0 without a cluster)."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    return int(task.get("index", 0))
+
+
+_PATCHED_KERAS = "3.15"
+
+
+def _patch_keras_for_multi_worker():
+    """Fixes Keras 3.15's `fit` under MultiWorkerMirroredStrategy.
+
+    Two upstream bugs stop it before the first step: the symbolic build
+    reduces a per-replica batch eagerly (keras-team/keras#20585), and the
+    logs are reduced over axis 0 although they are scalars. Both functions
+    are replaced by versions that take one replica's batch and reduce
+    scalars over no axis. Pinned to Keras 3.15: other versions fail loudly
+    here rather than train wrongly.
+    """
+    if not keras.__version__.startswith(_PATCHED_KERAS):
+        raise RuntimeError(
+            f"The multi-worker fix is written for Keras {_PATCHED_KERAS}.x; "
+            f"this is Keras {keras.__version__}. Install keras=="
+            f"{_PATCHED_KERAS}.* or check whether keras#20585 is fixed."
+        )
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_keras_compact_patched", False):
+        return
+    original_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+    original_reduce = trainer.reduce_per_replica
+
+    def symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or self._distribute_strategy is None:
+            return original_build(self, iterator=iterator,
+                                  data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        batch = tf.nest.map_structure(
+            lambda v: self.distribute_strategy.experimental_local_results(
+                v)[0] if isinstance(v, tf.distribute.DistributedValues)
+            else v, batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=batch)
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if trainer._collective_all_reduce_multi_worker(strategy) and (
+                reduction in ("auto", "mean")):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build
+    trainer.reduce_per_replica = reduce_per_replica
+    trainer._keras_compact_patched = True

@@ -1,0 +1,237 @@
+"""The training run behind `trainers.cifar`: data -> method -> fit -> export.
+
+`run(config)` is the whole job; the trainers only parse flags into a config.
+Every epoch is checkpointed in `<workdir>/backup`, and the same command
+started again resumes from the last finished epoch (optimizer included).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import logging
+
+import keras
+
+from keras_compact import data as data_lib
+from keras_compact import distribute
+from keras_compact import export
+from keras_compact import methods
+from keras_compact import optimizers
+from keras_compact import profiling
+from keras_compact.registry import Registry
+
+log = logging.getLogger("keras_compact")
+
+
+@dataclasses.dataclass
+class Context:
+    """What a method's hooks see of the run."""
+
+    config: object
+    strategy: object
+    workdir: str
+    data: data_lib.Splits
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops the run with a clear error when the loss becomes NaN or inf."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"The loss became {float(loss)} at epoch {self.epoch + 1}, "
+                f"step {batch + 1}. Lower the learning rate (--lr) or check "
+                "the inputs; the last finished epoch is kept in the "
+                "workdir's backup."
+            )
+
+
+class ThroughputLog(keras.callbacks.Callback):
+    """Logs one line per epoch with the metrics and images per second."""
+
+    def __init__(self, images_per_epoch):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.train_seconds = 0.0
+        self.epochs_run = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self.train_seconds += seconds
+        self.epochs_run += 1
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
+        log.info("epoch %d: %s (%.0f images/s)", epoch + 1, metrics,
+                     self.images_per_epoch / seconds)
+
+    @property
+    def images_per_second(self):
+        if not self.epochs_run:
+            return 0.0
+        return self.images_per_epoch * self.epochs_run / self.train_seconds
+
+
+def _global_batch(config, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size < replicas or config.batch_size % replicas:
+        raise ValueError(
+            f"batch_size={config.batch_size} must be a multiple of the "
+            f"{replicas} replicas of --strategy={config.strategy} (each "
+            "replica needs at least one image). Use a batch size divisible "
+            f"by {replicas}."
+        )
+    return config.batch_size
+
+
+def load_data(config, strategy):
+    dataset = data_lib.load(config.dataset, config.data_dir)
+    return data_lib.make_splits(
+        dataset,
+        _global_batch(config, strategy),
+        validation_split=config.validation_split,
+        train_subset=config.train_subset,
+        augment=config.augment,
+        seed=config.seed,
+        # An empty per-replica batch crashes oneDNN convs under tf.distribute.
+        eval_drop_remainder=strategy.num_replicas_in_sync > 1,
+    )
+
+
+def _callbacks(context, method, chief, images_per_epoch):
+    workdir = context.workdir
+    backup = os.path.join(workdir, "backup")
+    if not chief:  # workers must not overwrite the chief's files
+        backup = os.path.join(workdir,
+                              f"backup_worker{distribute.worker_index()}")
+    throughput = ThroughputLog(images_per_epoch)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        StopOnNonFiniteLoss(),
+        throughput,
+    ]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"),
+                                      append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
+                                        write_graph=False),
+        ]
+    return callbacks + method.callbacks(context), throughput
+
+
+EXPORTS = Registry("export format")
+EXPORTS.register("saved_model", lambda model, directory, context:
+                 export.to_saved_model(model,
+                                       os.path.join(directory,
+                                                    "saved_model")))
+for _quantization, _file in (("float32", "model.tflite"),
+                             ("float16", "model_float16.tflite"),
+                             ("int8", "model_int8.tflite")):
+    EXPORTS.register(
+        "tflite" if _quantization == "float32" else f"tflite_{_quantization}",
+        lambda model, directory, context, q=_quantization, f=_file:
+        export.to_litert(model, os.path.join(directory, f), q,
+                         context.data.representative()),
+    )
+
+
+def _export(model, context):
+    directory = os.path.join(context.workdir, "export")
+    written = {}
+    for name in filter(None, context.config.export.split(",")):
+        written[name] = EXPORTS.get(name)(model, directory, context)
+        log.info("exported %s to %s", name, written[name])
+    return written
+
+
+def _evaluate(model, trained, dataset):
+    if model is not trained:  # a transformed copy is not compiled yet
+        model.compile(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"])
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return float(results["loss"]), float(results["accuracy"])
+
+
+def run(config):
+    """Trains `config.method` on `config.dataset`; returns the metrics dict.
+
+    Writes to `config.workdir`: `backup/` (resume), `log.csv`,
+    `tensorboard/`, `model.keras` (as trained), `deployable.keras` (after
+    the method's transform), `export/` and `metrics.json`.
+    """
+    start = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+    method = methods.get(config.method)
+    strategy = distribute.get(config.strategy, tpu=config.tpu)
+    chief = distribute.is_chief(strategy)
+    os.makedirs(config.workdir, exist_ok=True)
+    data = load_data(config, strategy)
+    context = Context(config, strategy, config.workdir, data)
+    if not method.prepare(context):
+        return {}
+
+    steps_per_epoch = config.steps_per_epoch or (
+        data.train_size // config.batch_size)
+    with strategy.scope():
+        model = method.build_model(config, data.input_shape,
+                                   data.num_classes)
+        optimizer = optimizers.make_optimizer(config, steps_per_epoch)
+        method.compile_model(model, optimizer, config)
+    callbacks, throughput = _callbacks(
+        context, method, chief, steps_per_epoch * config.batch_size)
+    train = data.train.repeat() if config.steps_per_epoch else data.train
+    model.fit(
+        train,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=data.validation or data.test,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+    if chief:
+        model.save(os.path.join(config.workdir, "model.keras"))
+    deployable = method.deployable(model, context)
+    loss, accuracy = _evaluate(deployable, model, data.test)
+    report = profiling.profile(deployable)
+    metrics = {
+        "method": config.method,
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "params": report.params,
+        "macs": report.macs,
+        "profile_convention": report.convention,
+        "epochs": config.epochs,
+        "train_images_per_second": throughput.images_per_second,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    if chief:
+        deployable.save(os.path.join(config.workdir, "deployable.keras"))
+        metrics["exports"] = _export(deployable, context)
+        with open(os.path.join(config.workdir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    log.info("test accuracy %.4f, %s params, %s MACs", accuracy,
+                 f"{report.params:,}", f"{report.macs:,}")
+    return metrics
