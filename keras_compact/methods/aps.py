@@ -380,8 +380,20 @@ class APSResNetCifar(keras.Model):
             name="classifier", **common)
         self.table = macs_table(self.depth, self.candidates,
                                 self.image_shape)
-        self((np.zeros((1,) + self.image_shape, "float32"),
-              np.zeros((self.num_decisions,), "int32")))
+        self.build((None,) + self.image_shape)
+
+    def build(self, input_shape):
+        # Builds every sublayer from the image shape alone (the arch input
+        # has no shape to infer), without running a forward pass.
+        shape = (None,) + self.image_shape
+        self.stem.build(shape)
+        shape = self.stem.compute_output_shape(shape)
+        self.stem_bn.build(shape)
+        for block in self.stages:
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+        self.classifier.build((None, shape[-1]))
+        self.built = True
 
     def effective(self, arch):
         """The architecture the forward runs: the last width is the max."""
