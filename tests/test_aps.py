@@ -218,7 +218,7 @@ def _search_model(shape=(16, 16, 3), budget_share=0.5, arch_lr=3e-3,
     return model
 
 
-def test_warmup_traces_once_for_many_architectures():
+def test_each_phase_traces_once_for_many_architectures():
     model = _search_model(shape=(8, 8, 3), depth=8)
     pairs, _ = _pairs(shape=(8, 8, 3))
     seen = set()
@@ -230,6 +230,12 @@ def test_warmup_traces_once_for_many_architectures():
     model.fit(pairs, epochs=2, verbose=0, callbacks=[Record()])
     assert model.traces == 1
     assert len(seen) > 3  # the running mean of MACs changed: new archs
+    seen.clear()
+    model.start_search()
+    model.fit(pairs, epochs=2, verbose=0, callbacks=[Record()])
+    assert model.traces == 2  # one search graph for all sampled archs
+    assert len(seen) > 3
+    assert float(model.baseline) > 0.0  # the controller steps ran
 
 
 def test_search_rejects_impossible_budget():
