@@ -218,24 +218,31 @@ def _search_model(shape=(16, 16, 3), budget_share=0.5, arch_lr=3e-3,
     return model
 
 
-def test_each_phase_traces_once_for_many_architectures():
+def test_each_phase_traces_once_and_the_search_resumes(tmp_path):
     model = _search_model(shape=(8, 8, 3), depth=8)
     pairs, _ = _pairs(shape=(8, 8, 3))
-    seen = set()
+    seen = {False: set(), True: set()}
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.add(round(float(logs["macs"])))
+            seen[self.model.searching].add(round(float(logs["macs"])))
 
-    model.fit(pairs, epochs=2, verbose=0, callbacks=[Record()])
-    assert model.traces == 1
-    assert len(seen) > 3  # the running mean of MACs changed: new archs
-    seen.clear()
-    model.start_search()
-    model.fit(pairs, epochs=2, verbose=0, callbacks=[Record()])
-    assert model.traces == 2  # one search graph for all sampled archs
-    assert len(seen) > 3
+    history = aps.run_search(model, pairs, epochs=2, warmup_epochs=1,
+                             workdir=str(tmp_path), verbose=0,
+                             callbacks=[Record()])
+    assert model.traces == 2  # one warm-up graph, one search graph
+    # The running mean of the sampled MACs moves: new archs every step.
+    assert len(seen[False]) > 2 and len(seen[True]) > 2
     assert float(model.baseline) > 0.0  # the controller steps ran
+    assert len(history["loss"]) == 2
+    fresh = _search_model(shape=(8, 8, 3), depth=8)
+    assert aps.SearchLog(str(tmp_path)).restore(fresh) == 2
+    for saved, loaded in zip(model.checkpoint_variables(),
+                             fresh.checkpoint_variables()):
+        np.testing.assert_array_equal(loaded, saved)
+    # A finished search is not repeated.
+    assert aps.run_search(fresh, pairs, epochs=2, warmup_epochs=1,
+                          workdir=str(tmp_path), verbose=0) == {}
 
 
 def test_search_rejects_impossible_budget():
@@ -307,3 +314,4 @@ def test_cpu_search_respects_budget_and_entropy_falls(tmp_path):
     assert aps.table_macs(result["widths"], (16, 16, 3)) == result["macs"]
     curve = json.loads((tmp_path / "aps_sharing_level.json").read_text())
     assert len(curve) == 8 and curve[0]["sharing_level"] > 0
+

@@ -686,12 +686,12 @@ class SearchLog(keras.callbacks.Callback):
 
 
 def run_search(search_model, pairs, epochs, warmup_epochs,
-               steps_per_epoch=None, workdir=None, verbose=1):
+               steps_per_epoch=None, workdir=None, verbose=1, callbacks=()):
     """Warm-up then search epochs of `fit`, resumable through `workdir`.
 
     Returns the Keras history rows of all epochs run now.
     """
-    callbacks, start = [], 0
+    callbacks, start = list(callbacks), 0
     if workdir:
         log = SearchLog(workdir)
         start = log.restore(search_model)
@@ -945,7 +945,8 @@ def search_from_config(config, data, workdir, verbose=1):
             "APS rewards the controller on held-out training data: set "
             "validation_split > 0 (the reference holds out 0.5).")
     depth = _depth(config.arch)
-    candidates = tuple(int(c) for c in str(config.candidates).split(","))
+    candidates = tuple(int(c) for c in str(config.candidates).replace(
+        ";", ",").split(",") if c.strip())
     supernet = APSResNetCifar(
         depth, candidates, config.meta_width or None, data.num_classes,
         tuple(data.input_shape), config.overlap, config.projection_noise,

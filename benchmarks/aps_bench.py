@@ -1,0 +1,102 @@
+"""APS benchmarks: search step time, and a short Fashion-MNIST search.
+
+    python benchmarks/aps_bench.py steps     # step times (random data)
+    python benchmarks/aps_bench.py fashion   # search vs uniform thinning
+
+Results go to benchmarks/aps.md by hand; this prints them.
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from configs import aps as aps_config
+from keras_compact import training
+from keras_compact.methods import aps
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def _random(batch, shape=(32, 32, 3)):
+    x = np.random.normal(size=(batch,) + shape).astype("float32")
+    y = np.random.randint(0, 10, batch).astype("int32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def _timed_fit(model, data, steps):
+    timer = EpochTimer()
+    model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0,
+              callbacks=[timer])  # epoch 1 traces; epoch 2 is timed
+    return timer.seconds / steps
+
+
+def steps(batch=128, count=20):
+    data = _random(batch)
+    rows = {}
+    for name, widths in (("resnet20 (16-32-64)", aps.standard_widths(20)),
+                         ("full width (all 64)", [64] * 19)):
+        model = aps.decode(widths)
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        rows[name] = _timed_fit(model, data, count)
+    net = aps.APSResNetCifar(20, (4, 8, 16, 32, 64))
+    search = aps.ChannelSearchModel(net, 2.05e7)
+    search.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                   keras.optimizers.SGD(1e-3, momentum=0.9),
+                   keras.optimizers.Adam(1.6e-4, beta_1=0.5))
+    pairs = tf.data.Dataset.zip((data, data))
+    rows["supernet warm-up step"] = _timed_fit(search, pairs, count)
+    search.start_search()
+    rows["supernet search step"] = _timed_fit(search, pairs, count)
+    base = rows["full width (all 64)"]
+    for name, seconds in rows.items():
+        print(f"| {name} | {seconds * 1000:.0f} ms | {seconds / base:.2f} |")
+
+
+def _run(workdir, arg):
+    config = aps_config.get_config(
+        "dataset=fashion_mnist,train_subset=12000,verbose=2,"
+        f"workdir={workdir}," + arg)
+    return training.run(config)
+
+
+def fashion(root="/tmp/aps_fashion", epochs=10):
+    search_dir = os.path.join(root, "search")
+    _run(search_dir, "phase=search,candidates=4;8;16;32,max_macs=0,"
+         "search_epochs=6,search_warmup_epochs=2,search_decay_epochs=,"
+         "projection_lr=0.01,arch_lr=0.003,beam_width=4,batch_size=128")
+    with open(os.path.join(search_dir, "aps_widths.json")) as f:
+        found = json.load(f)
+    budget = found["max_macs"]
+    shape = (28, 28, 1)
+    scale = max(s / 64 for s in range(16, 65)
+                if aps.table_macs([round(w * s / 64) for w in
+                                   aps.standard_widths(20)], shape) <= budget)
+    thin = [round(w * scale) for w in aps.standard_widths(20)]
+    results = {}
+    for name, widths in (("searched", found["widths"]), ("uniform", thin)):
+        metrics = _run(os.path.join(root, name),
+                       f"phase=train,validation_split=0,epochs={epochs},"
+                       "widths=" + ";".join(map(str, widths)))
+        results[name] = dict(widths=widths,
+                             table_macs=aps.table_macs(widths, shape),
+                             **{k: metrics[k] for k in (
+                                 "test_accuracy", "params", "macs")})
+    print(json.dumps(dict(budget=budget, search=found["accuracy"],
+                          **results), indent=1))
+
+
+if __name__ == "__main__":
+    {"steps": steps, "fashion": fashion}[sys.argv[1]]()
