@@ -67,15 +67,15 @@ def steps(batch=128, count=20):
 
 def _run(workdir, arg):
     config = aps_config.get_config(
-        "dataset=fashion_mnist,train_subset=12000,verbose=2,"
+        "dataset=fashion_mnist,train_subset=8000,verbose=2,"
         f"workdir={workdir}," + arg)
     return training.run(config)
 
 
-def fashion(root="/tmp/aps_fashion", epochs=10):
+def fashion(root="/tmp/aps_fashion", epochs=6):
     search_dir = os.path.join(root, "search")
     _run(search_dir, "phase=search,candidates=4;8;16;32,max_macs=0,"
-         "search_epochs=6,search_warmup_epochs=2,search_decay_epochs=,"
+         "search_epochs=5,search_warmup_epochs=2,search_decay_epochs=,"
          "projection_lr=0.01,arch_lr=0.003,beam_width=4,batch_size=128")
     with open(os.path.join(search_dir, "aps_widths.json")) as f:
         found = json.load(f)

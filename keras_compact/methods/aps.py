@@ -25,6 +25,7 @@ from keras import ops
 
 from keras_compact import api
 from keras_compact import layers
+from keras_compact import profiling
 from keras_compact.layers import searchable
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
@@ -1040,14 +1041,18 @@ class APS(Method):
             with open(path) as f:
                 result = json.load(f)
         else:
+            if context.strategy.num_replicas_in_sync > 1:
+                raise ValueError(
+                    "The APS search runs on one device (its controller step "
+                    "and reward baseline are not replicated). Run "
+                    "--phase=search with --strategy=default, then "
+                    "--phase=train with any strategy.")
             with context.strategy.scope():
                 result = search_from_config(config, context.data,
                                             context.workdir,
                                             config.get("verbose", 1))
             model = decode(result["widths"], context.data.input_shape,
                            context.data.num_classes, config.shortcut)
-            from keras_compact import profiling
-
             counts = profiling.profile(model)
             result.update(params=counts.params, profiled_macs=counts.macs)
             os.makedirs(context.workdir, exist_ok=True)
@@ -1071,8 +1076,6 @@ class APS(Method):
 
 def width_profile(widths, input_shape=(32, 32, 3), num_classes=10):
     """`{"table_macs", "macs", "params"}` of a decoded width list."""
-    from keras_compact import profiling
-
     counts = profiling.profile(decode(widths, input_shape, num_classes))
     return {"table_macs": table_macs(widths, input_shape),
             "macs": counts.macs, "params": counts.params}
