@@ -2,6 +2,7 @@
 
     python benchmarks/aps_bench.py steps     # step times (random data)
     python benchmarks/aps_bench.py fashion   # search vs uniform thinning
+    python benchmarks/aps_bench.py toy       # tiny CPU search (spec 8.2)
 
 Results go to benchmarks/aps.md by hand; this prints them.
 """
@@ -98,5 +99,33 @@ def fashion(root="/tmp/aps_fashion", epochs=6):
                           **results), indent=1))
 
 
+def toy(epochs=8, warmup=1):
+    """ResNet-20 supernet 4/8/16 on synthetic 16x16 data, budget 30%."""
+    from keras_compact import data as data_lib
+
+    keras.utils.set_random_seed(0)
+    shape = (16, 16, 3)
+    dataset = data_lib.synthetic.make_synthetic(2048, 256, shape)
+    splits = data_lib.make_splits(dataset, 64, validation_split=0.5,
+                                  augment=False)
+    net = aps.APSResNetCifar(20, (4, 8, 16), input_shape=shape)
+    budget = 0.3 * aps.table_macs([16] * 19, shape)
+    model = aps.ChannelSearchModel(net, budget, entropy_coeff=1e-4)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.optimizers.SGD(1e-2, momentum=0.9),
+                  keras.optimizers.Adam(1e-2, beta_1=0.5))
+    pairs = tf.data.Dataset.zip((splits.train, splits.validation.repeat()))
+    start = time.perf_counter()
+    history = aps.run_search(model, pairs, epochs, warmup, verbose=0)
+    seconds = time.perf_counter() - start
+    result = aps.select_architecture(model, splits.validation, 5)
+    print(json.dumps(dict(
+        seconds=round(seconds), budget=budget, chosen_macs=result["macs"],
+        widths=result["widths"], held_out_accuracy=result["accuracy"],
+        entropy=[round(e, 2) for e in history["entropy"]],
+        reward=[round(r, 3) for r in history["reward"]],
+        sampled_macs=[round(m) for m in history["macs"]]), indent=1))
+
+
 if __name__ == "__main__":
-    {"steps": steps, "fashion": fashion}[sys.argv[1]]()
+    {"steps": steps, "fashion": fashion, "toy": toy}[sys.argv[1]]()
