@@ -57,13 +57,17 @@ def _multi_worker(tpu=""):
 
 @STRATEGIES.register("tpu")
 def _tpu(tpu=""):
+    # An empty name would make TF ask the GCE metadata server; a TPU VM's own
+    # chips are "local".
+    tpu = tpu or "local"
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError, RuntimeError) as error:
         raise RuntimeError(
-            f"No TPU reachable at --tpu='{tpu}' ({error}). On a Cloud TPU VM "
+            f"No TPU reachable at --tpu={tpu!r} "
+            f"({str(error).strip().splitlines()[0]}). On a Cloud TPU VM "
             "leave --tpu empty or pass 'local'; on a TPU node pass its name "
             "or grpc:// address."
         ) from error

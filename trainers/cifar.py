@@ -4,8 +4,7 @@ The recipe comes from `configs/<method>.py` (the paper's); flags override
 single fields. Examples:
 
   python -m trainers.cifar --method=baseline --arch=resnet20
-  python -m trainers.cifar --method=baseline --dataset=fashion_mnist \
-      --epochs=3 --workdir=runs/fmnist
+  python -m trainers.cifar --method=baseline --dataset=fashion_mnist --epochs=3
   python -m trainers.cifar --method=baseline --smoke --dataset=synthetic
   python -m trainers.cifar --method=baseline --set=nesterov=true,lr=0.05
 

@@ -2,6 +2,8 @@
 
 from keras_compact.methods import aps
 from keras_compact.methods import baseline
+from keras_compact.methods import expandnet
+from keras_compact.methods import slimconv
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import all_options
 from keras_compact.methods.registry import get

@@ -41,6 +41,7 @@ class Method:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
             jit_compile=config.jit_compile,
+            steps_per_execution=config.steps_per_execution,
         )
 
     def callbacks(self, context):

@@ -1,0 +1,38 @@
+"""SlimConv: train an Sc-ResNet whose 3x3 convs are SlimConv2D."""
+
+from keras_compact import models
+from keras_compact.layers.slim_conv import fold_factor
+from keras_compact.methods.base import Method
+from keras_compact.methods.registry import register
+from keras_compact.models import sc_resnet
+
+
+@register("slimconv")
+class SlimConv(Method):
+    """Builds `config.arch` (an Sc arch) with SlimConv's `k = slim_k`.
+
+    SlimConv changes only the architecture: the model trains with the plain
+    recipe and is its own deployable form (no transform after training).
+    The uncompressed baselines (`resnet20`, `resnet50_cifar`, ...) train
+    with `--method=baseline`.
+
+    Reference: Qiu et al., "SlimConv: Reducing Channel Redundancy in
+    Convolutional Neural Networks by Features Recombining", IEEE TIP 2021,
+    https://arxiv.org/abs/2003.07469.
+    """
+
+    options = {
+        "slim_k": ("4/3", "SlimConv compression k = C_in / C_out = 2n/3: "
+                          "4/3, 2, 8/3, 10/3, ... (a fraction string)."),
+    }
+
+    def build_model(self, config, input_shape, num_classes):
+        if config.arch not in sc_resnet.SC_ARCHS:
+            raise ValueError(
+                f"--method=slimconv needs an Sc arch, got '{config.arch}'. "
+                f"Valid: {', '.join(sorted(sc_resnet.SC_ARCHS))}. Train the "
+                "uncompressed baseline with --method=baseline."
+            )
+        fold_factor(config.slim_k)  # a bad k fails before the build
+        return models.build(config.arch, input_shape, num_classes,
+                            k=config.slim_k)

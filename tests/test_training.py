@@ -1,0 +1,218 @@
+"""The training run end to end: metrics, resume, bad input, distribution."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from configs import baseline
+from configs import common
+from keras_compact import distribute
+from keras_compact import methods
+from keras_compact import models
+from keras_compact import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _smoke_config(workdir, **fields):
+    config = baseline.get_config("smoke")
+    config.dataset = "synthetic"
+    config.workdir = str(workdir)
+    config.verbose = 0
+    for key, value in fields.items():
+        config[key] = value
+    return config
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "log.csv")) as f:
+        return [(int(r["epoch"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def test_run_writes_metrics_and_exports(tmp_path):
+    config = _smoke_config(tmp_path, export="tflite")
+    metrics = training.run(config)
+    with open(tmp_path / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved["params"] == 272_474 and saved["macs"] == 40_813_184
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["train_images_per_second"] > 0
+    assert metrics["test_accuracy"] == saved["test_accuracy"]
+    assert os.path.isfile(tmp_path / "export" / "model.tflite")
+    assert os.path.isdir(tmp_path / "tensorboard")
+    assert [e for e, _ in _losses(tmp_path)] == [0, 1]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated preemption")
+
+
+def test_interrupted_run_resumes(tmp_path, monkeypatch):
+    config = _smoke_config(tmp_path, epochs=3)
+    baseline_method = methods.get("baseline")
+    monkeypatch.setattr(baseline_method, "callbacks",
+                        lambda context: [_Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config)
+    assert [e for e, _ in _losses(tmp_path)] == [0]
+    monkeypatch.undo()
+    training.run(config)
+    # Epoch 0 is not trained again; the optimizer counted every step once.
+    assert [e for e, _ in _losses(tmp_path)] == [0, 1, 2]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert int(model.optimizer.iterations) == 3 * config.steps_per_epoch
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    config = _smoke_config(tmp_path, lr=1e30)
+    with pytest.raises(training.NonFiniteLossError, match="Lower the learn"):
+        training.run(config)
+
+
+def test_batch_smaller_than_replicas_is_refused(tmp_path):
+    config = _smoke_config(tmp_path, strategy="mirrored", batch_size=1)
+    with pytest.raises(ValueError, match="multiple of the 2 replicas"):
+        training.run(config)
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    cases = {"method": "Valid methods: .*baseline",
+             "arch": "Valid archs: .*resnet20",
+             "dataset": "Valid datasets: .*fashion_mnist",
+             "strategy": "Valid strategys: .*mirrored",
+             "optimizer": "Valid optimizers: adam, sgd",
+             "schedule": "Valid schedules: cosine, step"}
+    for field, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            training.run(_smoke_config(tmp_path, **{field: "nope"}))
+
+
+def test_config_overrides_are_typed():
+    config = baseline.get_config("smoke,lr=0.05,nesterov=true,"
+                                 "decay_epochs=3;5")
+    assert config.lr == 0.05 and config.nesterov is True
+    assert tuple(config.decay_epochs) == (3, 5)
+    with pytest.raises(ValueError, match="Unknown config field 'lrr'"):
+        common.set_field(config, "lrr", "1")
+    with pytest.raises(ValueError, match="expects true or false"):
+        common.set_field(config, "nesterov", "maybe")
+
+
+def test_l2_sgd_matches_torch_sgd_update():
+    from keras_compact import optimizers
+
+    w0 = np.array([1.0, -2.0], "float32")
+    grads = [np.array([0.5, 0.25], "float32"), np.array([-1.0, 2.0],
+                                                         "float32")]
+    variable = keras.Variable(w0)
+    opt = optimizers.L2SGD(learning_rate=0.1, momentum=0.9, l2=0.01)
+    for g in grads:
+        opt.apply([g], [variable])
+    # torch.optim.SGD: d = g + wd * w; buf = m * buf + d; w -= lr * buf.
+    w, buf = w0.astype("float64"), np.zeros(2)
+    for g in grads:
+        buf = 0.9 * buf + (g + 0.01 * w)
+        w = w - 0.1 * buf
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-6)
+
+
+def test_step_schedule_with_warmup():
+    from keras_compact import optimizers
+
+    schedule = optimizers.WarmupStepDecay(0.1, [10, 20], 0.1, warmup_steps=4)
+    rates = [float(schedule(s)) for s in (0, 3, 9, 10, 25)]
+    np.testing.assert_allclose(rates, [0.025, 0.1, 0.1, 0.01, 0.001],
+                               rtol=1e-5)
+
+
+def test_mirrored_matches_default_strategy(tmp_path):
+    """2 logical CPUs, same global batch: same losses as one device.
+
+    BN normalises each replica's half batch on its own, so the losses agree
+    to a tolerance, not bit for bit.
+    """
+    runs = {}
+    for name in ("default", "mirrored"):
+        config = _smoke_config(tmp_path / name, strategy=name, batch_size=64,
+                               steps_per_epoch=2, lr=0.02, augment=False,
+                               train_subset=256)
+        training.run(config)
+        runs[name] = [loss for _, loss in _losses(tmp_path / name)]
+    np.testing.assert_allclose(runs["mirrored"], runs["default"], rtol=0.03)
+    assert distribute.get("mirrored").num_replicas_in_sync == 2
+
+
+def test_tpu_without_a_tpu_fails_clearly():
+    with pytest.raises(RuntimeError, match="No TPU reachable"):
+        distribute.get("tpu")
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.get("multi_worker")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "trainers.cifar", "--method=baseline",
+             "--smoke", "--dataset=synthetic", "--strategy=multi_worker",
+             f"--workdir={tmp_path}", "--set=verbose=0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    for worker in workers:
+        output = worker.communicate(timeout=300)[0]
+        assert worker.returncode == 0, output[-3000:]
+    weights = []
+    for backup in ("backup", "backup_worker1"):
+        model = models.build("resnet20", (32, 32, 3), 10)
+        model.load_weights(tmp_path / backup / "latest.weights.h5")
+        weights.append([w.numpy() for w in model.trainable_weights])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    # Only the chief writes the final model and metrics.
+    assert os.path.isfile(tmp_path / "metrics.json")
+    assert not os.path.isdir(tmp_path / "backup_worker0")
+
+
+def test_trainer_cli_help_lists_registries():
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.cifar", "--helpshort"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120)
+    # absl exits with 1 after printing the help.
+    assert "resnet56" in result.stdout, result.stderr[-2000:] and "fashion_mnist" in result.stdout
+    assert "--workdir" in result.stdout
+
+
+def test_real_data_fashion_mnist_reaches_70_percent(tmp_path):
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    config = baseline.get_config(
+        "dataset=fashion_mnist,epochs=2,train_subset=12800,"
+        f"decay_epochs=1,workdir={tmp_path}")
+    config.verbose = 0
+    metrics = training.run(config)
+    losses = [loss for _, loss in _losses(tmp_path)]
+    assert losses[1] < losses[0]
+    assert metrics["test_accuracy"] >= 0.70, metrics
