@@ -735,45 +735,65 @@ def _eval_path(supernet, x, arch):
     return function(x, arch)
 
 
-def select_architecture(search_model, dataset, num_archs=10, beam_width=0,
-                        max_draws=None):
+def shrink_to_budget(supernet, arch, max_macs):
+    """Lowers widths of `arch` until its table MACs fit `max_macs`.
+
+    Greedy: each step narrows by one candidate the layer whose narrowing
+    saves the most MACs. Used when no drawn architecture is within the
+    budget (the soft reward lets the policy drift over it).
+    """
+    arch = np.array(arch, "int32")
+    while int(supernet.macs(arch)) > max_macs:
+        savings = []
+        for layer in range(len(arch) - 1):  # the last width is forced
+            if arch[layer] == 0:
+                continue
+            narrower = arch.copy()
+            narrower[layer] -= 1
+            savings.append((int(supernet.macs(arch))
+                            - int(supernet.macs(narrower)), layer))
+        if not savings:
+            raise ValueError(f"max_macs={max_macs:.4g} is below the "
+                             "smallest architecture.")
+        arch[max(savings)[1]] -= 1
+    return tuple(int(a) for a in arch)
+
+
+def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
     """Picks the best held-out architecture within the budget (spec 2.7).
 
     Draws `num_archs` architectures from the policy (plus the beam's top
-    `beam_width`), keeps those whose table MACs are within the budget
-    (drawing more, up to `max_draws`, if none is), evaluates each on
-    `dataset` (the held-out split, never the test set) and returns a dict
-    with the best `arch`, `widths`, `macs`, `accuracy` and every candidate.
+    `beam_width`) and keeps those within the budget; if none is, the most
+    likely one drawn is narrowed into the budget (`shrink_to_budget`,
+    flagged `"shrunk": True`). Each is evaluated on `dataset` (the held-out
+    split, never the test set). Returns a dict with the best `arch`,
+    `widths`, `macs`, `accuracy` and every evaluated candidate.
     """
     supernet = search_model.supernet
-    max_draws = max_draws or 10 * num_archs
-    found, draws = {}, 0
-    if beam_width:
-        for arch, _ in search_model.controller.beam_search(beam_width):
-            found[arch] = int(supernet.macs(np.asarray(arch, "int32")))
-    while draws < max_draws and (
-            draws < num_archs
-            or not any(m <= search_model.max_macs for m in found.values())):
-        arch = tuple(int(a) for a in ops.convert_to_numpy(
-            search_model.controller.sample()[0]))
-        found[arch] = int(supernet.macs(np.asarray(arch, "int32")))
-        draws += 1
-    feasible = {a: m for a, m in found.items()
-                if m <= search_model.max_macs}
-    if not feasible:
-        raise RuntimeError(
-            f"None of {len(found)} architectures drawn from the policy is "
-            f"within max_macs={search_model.max_macs:.4g} (smallest drawn: "
-            f"{min(found.values()):,}). Search longer, raise max_macs, or "
-            "penalise excess MACs harder (a more negative reward_beta).")
+    controller = search_model.controller
+    drawn = [tuple(a) for a, _ in controller.beam_search(beam_width)] \
+        if beam_width else []
+    drawn += [tuple(int(a) for a in ops.convert_to_numpy(
+        controller.sample()[0])) for _ in range(num_archs)]
+    macs = {a: int(supernet.macs(np.asarray(a, "int32"))) for a in drawn}
+    feasible = [a for a in dict.fromkeys(drawn)
+                if macs[a] <= search_model.max_macs]
+    shrunk = not feasible
+    if shrunk:
+        likely = max(drawn, key=lambda a: float(
+            controller.evaluate(np.asarray(a, "int32"))[1]))
+        feasible = [shrink_to_budget(supernet, likely,
+                                     search_model.max_macs)]
     candidates = []
-    for arch, macs in feasible.items():
+    for arch in feasible:
         accuracy = evaluate_architecture(supernet, np.asarray(arch), dataset)
-        candidates.append({"arch": list(arch), "macs": macs,
-                           "accuracy": accuracy,
-                           "widths": supernet.widths(np.asarray(arch))})
+        candidates.append({
+            "arch": list(arch),
+            "macs": int(supernet.macs(np.asarray(arch, "int32"))),
+            "accuracy": accuracy,
+            "widths": supernet.widths(np.asarray(arch))})
     best = max(candidates, key=lambda c: (c["accuracy"], -c["macs"]))
-    return dict(best, candidates=candidates)
+    return dict(best, candidates=candidates, shrunk=shrunk)
 
 
 # -- Decoding ---------------------------------------------------------------
