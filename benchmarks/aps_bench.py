@@ -1,0 +1,140 @@
+"""APS benchmarks: search step time, and a short Fashion-MNIST search.
+
+    python benchmarks/aps_bench.py steps     # step times (random data)
+    python benchmarks/aps_bench.py fashion   # search vs uniform thinning
+    python benchmarks/aps_bench.py toy       # tiny CPU search (spec 8.2)
+    python benchmarks/aps_bench.py toy_strong  # ... stronger penalty
+
+Results go to benchmarks/aps.md by hand; this prints them.
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from configs import aps as aps_config
+from keras_compact import training
+from keras_compact.methods import aps
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def _random(batch, shape=(32, 32, 3)):
+    x = np.random.normal(size=(batch,) + shape).astype("float32")
+    y = np.random.randint(0, 10, batch).astype("int32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def _timed_fit(model, data, steps):
+    timer = EpochTimer()
+    model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0,
+              callbacks=[timer])  # epoch 1 traces; epoch 2 is timed
+    return timer.seconds / steps
+
+
+def steps(batch=128, count=20):
+    data = _random(batch)
+    rows = {}
+    for name, widths in (("resnet20 (16-32-64)", aps.standard_widths(20)),
+                         ("full width (all 64)", [64] * 19)):
+        model = aps.decode(widths)
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        rows[name] = _timed_fit(model, data, count)
+    net = aps.APSResNetCifar(20, (4, 8, 16, 32, 64))
+    search = aps.ChannelSearchModel(net, 2.05e7)
+    search.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                   keras.optimizers.SGD(1e-3, momentum=0.9),
+                   keras.optimizers.Adam(1.6e-4, beta_1=0.5))
+    pairs = tf.data.Dataset.zip((data, data))
+    rows["supernet warm-up step"] = _timed_fit(search, pairs, count)
+    search.start_search()
+    rows["supernet search step"] = _timed_fit(search, pairs, count)
+    base = rows["full width (all 64)"]
+    for name, seconds in rows.items():
+        print(f"| {name} | {seconds * 1000:.0f} ms | {seconds / base:.2f} |")
+
+
+def _run(workdir, arg):
+    config = aps_config.get_config(
+        "dataset=fashion_mnist,train_subset=8000,verbose=2,"
+        f"workdir={workdir}," + arg)
+    return training.run(config)
+
+
+def fashion(root="/tmp/aps_fashion", epochs=6):
+    search_dir = os.path.join(root, "search")
+    _run(search_dir, "phase=search,candidates=4;8;16;32,max_macs=0,"
+         "search_epochs=5,search_warmup_epochs=2,search_decay_epochs=,"
+         "projection_lr=0.01,arch_lr=0.003,beam_width=4,batch_size=128")
+    with open(os.path.join(search_dir, "aps_widths.json")) as f:
+        found = json.load(f)
+    budget = found["max_macs"]
+    shape = (28, 28, 1)
+    scale = max(s / 64 for s in range(16, 65)
+                if aps.table_macs([round(w * s / 64) for w in
+                                   aps.standard_widths(20)], shape) <= budget)
+    thin = [round(w * scale) for w in aps.standard_widths(20)]
+    results = {}
+    for name, widths in (("searched", found["widths"]), ("uniform", thin)):
+        metrics = _run(os.path.join(root, name),
+                       f"phase=train,validation_split=0,epochs={epochs},"
+                       "widths=" + ";".join(map(str, widths)))
+        results[name] = dict(widths=widths,
+                             table_macs=aps.table_macs(widths, shape),
+                             **{k: metrics[k] for k in (
+                                 "test_accuracy", "params", "macs")})
+    print(json.dumps(dict(budget=budget, search=found["accuracy"],
+                          **results), indent=1))
+
+
+def toy(epochs=8, warmup=1, strong=False):
+    """ResNet-20 supernet 4/8/16 on synthetic 16x16 data, budget 30%.
+
+    `strong`: over-budget exponent -2 and baseline decay 0.9 (the slow
+    test's setting) instead of the paper's -0.1 and 0.99.
+    """
+    from keras_compact import data as data_lib
+
+    keras.utils.set_random_seed(0)
+    shape = (16, 16, 3)
+    dataset = data_lib.synthetic.make_synthetic(2048, 256, shape)
+    splits = data_lib.make_splits(dataset, 64, validation_split=0.5,
+                                  augment=False)
+    net = aps.APSResNetCifar(20, (4, 8, 16), input_shape=shape)
+    budget = 0.3 * aps.table_macs([16] * 19, shape)
+    model = aps.ChannelSearchModel(
+        net, budget, entropy_coeff=1e-4,
+        reward_beta=-2.0 if strong else -0.1,
+        baseline_decay=0.9 if strong else 0.99)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.optimizers.SGD(1e-2, momentum=0.9),
+                  keras.optimizers.Adam(1e-2, beta_1=0.5))
+    pairs = tf.data.Dataset.zip((splits.train, splits.validation.repeat()))
+    start = time.perf_counter()
+    history = aps.run_search(model, pairs, epochs, warmup, verbose=0)
+    seconds = time.perf_counter() - start
+    result = aps.select_architecture(model, splits.validation, 5)
+    print(json.dumps(dict(
+        seconds=round(seconds), budget=budget, chosen_macs=result["macs"],
+        widths=result["widths"], held_out_accuracy=result["accuracy"],
+        entropy=[round(e, 2) for e in history["entropy"]],
+        reward=[round(r, 3) for r in history["reward"]],
+        sampled_macs=[round(m) for m in history["macs"]]), indent=1))
+
+
+if __name__ == "__main__":
+    {"steps": steps, "fashion": fashion, "toy": toy,
+     "toy_strong": lambda: toy(strong=True)}[sys.argv[1]]()

@@ -1,0 +1,1106 @@
+"""APS: channel-number search with affine parameter sharing (--method=aps).
+
+The search trains a supernet whose searchable convs share one meta-weight
+through per-candidate affine projections (`layers.APSConv2D`), and an LSTM
+controller that picks one width per conv under a FLOPs budget, by REINFORCE
+on the held-out accuracy of the sampled path. The found widths are decoded
+into a plain ResNet that is trained from scratch.
+
+Reference: J. Wang, H. Bai, J. Wu, X. Shi, J. Huang, I. King, M. Lyu,
+J. Cheng, "Revisiting Parameter Sharing for Automatic Neural Channel Number
+Search", NeurIPS 2020; code haolibai/APS-channel-search. Fixed reference
+bugs (spec section 7): the reward FLOPs count the width the forward really
+uses for the last block (the largest), the final architecture is chosen on
+the held-out split (never the test set) and only among architectures within
+the budget, the orthogonality loss covers every stage, and the learning-rate
+and warm-up epochs are not shifted by one.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compact import api
+from keras_compact import layers
+from keras_compact import profiling
+from keras_compact.layers import searchable
+from keras_compact.methods.base import Method
+from keras_compact.methods.registry import register
+from keras_compact.models import blocks
+from keras_compact.registry import Registry
+
+# The searched CIFAR-10 configurations shipped with the reference
+# (scripts/train/start_train_resnet_cifar.sh; spec section 4.3).
+SEARCHED_WIDTHS = {
+    "resnet20_20.6M": (8, 8, 8, 8, 8, 8, 8, 16, 16, 16, 16, 32, 32, 32,
+                       64, 64, 64, 64, 64),
+    "resnet56_60.3M": (16, 16, 16) + (8,) * 20 + (16,) * 10 + (32,) * 10
+    + (64,) * 12,
+}
+
+# -- FLOPs ------------------------------------------------------------------
+
+
+def cifar_resolutions(depth, input_size):
+    """Output side length of every searched conv of a CIFAR ResNet."""
+    blocks_per_stage = _blocks_per_stage(depth)
+    sizes = [input_size]
+    for stage in range(3):
+        side = input_size
+        for _ in range(stage):
+            side = (side + 1) // 2
+        sizes += [side] * (2 * blocks_per_stage)
+    return sizes
+
+
+def macs_table(depth, candidates, input_shape):
+    """The search-time lookup table of spec section 6, `[L, n, n]` MACs.
+
+    Entry `[l, o, i]` is `k^2 c_i c_o H_l W_l` of searched conv l with
+    output candidate o and input candidate i (H_l: its output side); row 0
+    (the stem, input = image channels) repeats its value over i. Only the
+    3x3 convs of the main path count, as in the reference and the paper's
+    "table" FLOPs. The total of an architecture `a` is
+    `table[0, a_0, 0] + sum_l table[l, a_l, a_{l-1}]`.
+    """
+    widths = np.asarray(candidates, "int64")
+    sizes = cifar_resolutions(depth, input_shape[0])
+    table = np.zeros((len(sizes), len(widths), len(widths)), "int64")
+    table[0] = (9 * input_shape[-1] * widths * sizes[0] ** 2)[:, None]
+    for layer, side in enumerate(sizes[1:], start=1):
+        table[layer] = 9 * np.outer(widths, widths) * side * side
+    return table
+
+
+def table_macs(widths, input_shape=(32, 32, 3)):
+    """Table MACs of a decoded CIFAR ResNet `widths` (spec 4.3 "table")."""
+    widths = [int(w) for w in widths]
+    sizes = cifar_resolutions(len(widths) + 1, input_shape[0])
+    inputs = [input_shape[-1]] + widths[:-1]
+    return sum(9 * c_in * c_out * side * side
+               for c_in, c_out, side in zip(inputs, widths, sizes))
+
+
+def standard_widths(depth):
+    """The width list of the standard ResNet (16-32-64): 40.55M table MACs
+    for ResNet-20, 125.49M for ResNet-56."""
+    per_stage = 2 * _blocks_per_stage(depth)
+    return [16] + [16] * per_stage + [32] * per_stage + [64] * per_stage
+
+
+def arch_macs(table, arch):
+    """Table MACs of an index architecture (tensor or array `[L]`)."""
+    table = ops.convert_to_tensor(table, "float32")
+    steps, n = table.shape[0], table.shape[1]
+    arch = ops.cast(arch, "int32")
+    previous = ops.concatenate([ops.zeros((1,), "int32"), arch[:-1]])
+    index = ops.arange(steps, dtype="int32") * n * n + arch * n + previous
+    return ops.sum(ops.take(ops.reshape(table, (-1,)), index))
+
+
+def reward(accuracy, macs, max_macs, alpha=0.0, beta=-0.1):
+    """MnasNet-style soft constraint: `acc (F/T)^alpha` or `^beta` if F > T.
+
+    Example: `reward(0.9, 2 * T, T)` is `0.9 * 2 ** -0.1 = 0.8397`.
+    """
+    ratio = ops.cast(macs, "float32") / max_macs
+    exponent = ops.where(ratio <= 1.0, alpha, beta)
+    return ops.cast(accuracy, "float32") * ops.power(ratio, exponent)
+
+
+def _hits(logits, labels):
+    predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    return ops.cast(predicted == ops.cast(labels, "int32"), "float32")
+
+
+def _blocks_per_stage(depth):
+    if (depth - 2) % 6 or depth < 8:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 56, ...). "
+                         f"Received: depth={depth}.")
+    return (depth - 2) // 6
+
+
+# -- Controller -------------------------------------------------------------
+
+
+@api.serializable
+class ChannelController(keras.layers.Layer):
+    """The ENAS-style LSTM policy over per-layer widths (spec section 2.1).
+
+    A 2-layer LSTM (PyTorch cell layout: gate order i, f, g, o and two
+    biases, so weights port one to one) reads at step t the embedding of the
+    previous choice, a one-hot of the previous layer and the remaining share
+    of the FLOPs budget, and a dense head gives the logits of layer t. All
+    weights are U(-0.1, 0.1), the head bias 0. With `hidden=100`, 19
+    decisions and 5 candidates it has the reference's 162,585 parameters.
+
+    Args:
+        num_decisions: L, the number of searched layers.
+        num_candidates: n, the candidates per layer.
+        table: `[L, n, n]` lookup table of MACs (`macs_table`).
+        max_macs: the budget T.
+        hidden: LSTM width; the embedding is `hidden - L - 1` wide.
+        num_layers: stacked LSTM cells.
+
+    Example:
+
+    >>> table = macs_table(20, (4, 8, 16), (32, 32, 3))
+    >>> controller = ChannelController(19, 3, table, 5e6)
+    >>> arch, log_prob, entropy, logits = controller.sample()
+
+    Reference: Wang et al., NeurIPS 2020; Pham et al., "Efficient Neural
+    Architecture Search via Parameter Sharing", ICML 2018.
+    """
+
+    def __init__(self, num_decisions, num_candidates, table, max_macs,
+                 hidden=100, num_layers=2, **kwargs):
+        super().__init__(**kwargs)
+        self.num_decisions = int(num_decisions)
+        self.num_candidates = int(num_candidates)
+        self.table = np.asarray(table, "float64")
+        if self.table.shape != (num_decisions, num_candidates,
+                                num_candidates):
+            raise ValueError(
+                f"table must have shape (L, n, n) = ({num_decisions}, "
+                f"{num_candidates}, {num_candidates}); see macs_table(). "
+                f"Received: {self.table.shape}.")
+        if hidden - num_decisions - 1 < 1:
+            raise ValueError(
+                f"hidden={hidden} leaves no room for the choice embedding "
+                f"(hidden - L - 1 with L={num_decisions}). Use hidden >= "
+                f"{num_decisions + 2}.")
+        self.max_macs = float(max_macs)
+        self.hidden = int(hidden)
+        self.num_layers = int(num_layers)
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def build(self, input_shape=None):
+        uniform = keras.initializers.RandomUniform(-0.1, 0.1)
+        h, n = self.hidden, self.num_candidates
+        self.embedding = self.add_weight(
+            name="embedding", shape=(n + 1, h - self.num_decisions - 1),
+            initializer=uniform)
+        self.cells = []
+        for k in range(self.num_layers):
+            self.cells.append([
+                self.add_weight(name=f"lstm{k}_{part}", shape=shape,
+                                initializer=uniform)
+                for part, shape in (("kernel_ih", (h, 4 * h)),
+                                    ("kernel_hh", (h, 4 * h)),
+                                    ("bias_ih", (4 * h,)),
+                                    ("bias_hh", (4 * h,)))])
+        self.head_kernel = self.add_weight(name="head_kernel", shape=(h, n),
+                                           initializer=uniform)
+        self.head_bias = self.add_weight(name="head_bias", shape=(n,),
+                                         initializer="zeros")
+        self.built = True
+
+    def _stack(self, x, state):
+        new_state = []
+        for (w_ih, w_hh, b_ih, b_hh), (h, c) in zip(self.cells, state):
+            gates = ops.matmul(x, w_ih) + b_ih + ops.matmul(h, w_hh) + b_hh
+            i, f, g, o = ops.split(gates, 4, axis=-1)
+            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+            h = ops.sigmoid(o) * ops.tanh(c)
+            new_state.append((h, c))
+            x = h
+        return x, new_state
+
+    def _start(self, batch):
+        start = ops.take(self.embedding, self.num_candidates, axis=0)
+        x = ops.concatenate([
+            ops.tile(start[None], (batch, 1)),
+            ops.zeros((batch, self.num_decisions)),
+            ops.ones((batch, 1))], axis=-1)
+        zeros = ops.zeros((batch, self.hidden))
+        state = [(zeros, zeros)] * self.num_layers
+        # The reference runs the stack twice on the start token before the
+        # first decision, which then reads the start token again.
+        for _ in range(2):
+            _, state = self._stack(x, state)
+        return x, state
+
+    def _next_input(self, action, step, macs):
+        batch = ops.shape(action)[0]
+        one_hot = ops.one_hot(ops.full((batch,), step, "int32"),
+                              self.num_decisions)
+        left = (self.max_macs - macs) / self.max_macs
+        return ops.concatenate([ops.take(self.embedding, action, axis=0),
+                                one_hot, left[:, None]], axis=-1)
+
+    def _step_macs(self, step, action, previous):
+        table = ops.convert_to_tensor(self.table[step], "float32")
+        n = self.num_candidates
+        return ops.take(ops.reshape(table, (-1,)), action * n + previous)
+
+    def _rollout(self, arch=None, uniform=False):
+        x, state = self._start(1)
+        previous = ops.zeros((1,), "int32")
+        macs = ops.zeros((1,))
+        actions, log_prob, entropy, all_logits = [], 0.0, 0.0, []
+        for step in range(self.num_decisions):
+            h, state = self._stack(x, state)
+            logits = ops.matmul(h, self.head_kernel) + self.head_bias
+            if uniform:
+                logits = ops.zeros_like(logits)
+            log_p = ops.log_softmax(logits, axis=-1)
+            if arch is None:
+                action = ops.cast(keras.random.categorical(
+                    logits, 1, seed=self.seed_generator)[:, 0], "int32")
+            else:
+                action = ops.cast(arch[step], "int32")[None]
+            log_prob += ops.take(log_p[0], action[0])
+            entropy += -ops.sum(ops.exp(log_p) * log_p)
+            macs += self._step_macs(step, action, previous)
+            previous = action
+            actions.append(action[0])
+            all_logits.append(logits[0])
+            x = self._next_input(action, step, macs)
+        return (ops.stack(actions), log_prob, entropy,
+                ops.stack(all_logits))
+
+    def sample(self, uniform=False):
+        """Draws one architecture.
+
+        Returns `(arch [L] int32, log_prob, entropy, logits [L, n])`;
+        log_prob and entropy are summed over the layers. `uniform=True`
+        replaces the policy by the uniform distribution (warm-up).
+        """
+        return self._rollout(uniform=uniform)
+
+    def evaluate(self, arch):
+        """`(arch, log_prob, entropy, logits)` of a given architecture."""
+        return self._rollout(arch=ops.convert_to_tensor(arch, "int32"))
+
+    def beam_search(self, width=8):
+        """The `width` most likely architectures, most likely first.
+
+        A beam over the policy (all sequences have length L, so this equals
+        ranking by the reference's length-normalised log-probability).
+        Returns a list of `(arch tuple, log_prob)`.
+        """
+        n = self.num_candidates
+        x, state = self._start(1)
+        scores = np.zeros((1,))
+        paths = np.zeros((1, 0), "int64")
+        macs = np.zeros((1,))
+        for step in range(self.num_decisions):
+            h, state = self._stack(x, state)
+            logits = ops.matmul(h, self.head_kernel) + self.head_bias
+            log_p = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
+            total = (scores[:, None] + log_p).reshape(-1)
+            keep = np.argsort(-total, kind="stable")[:width]
+            beam, action = keep // n, keep % n
+            previous = paths[beam, -1] if step else np.zeros_like(action)
+            macs = macs[beam] + self.table[step][action, previous]
+            scores, paths = total[keep], np.concatenate(
+                [paths[beam], action[:, None]], axis=1)
+            state = [(ops.take(h_, beam, axis=0), ops.take(c_, beam, axis=0))
+                     for h_, c_ in state]
+            x = self._next_input(ops.convert_to_tensor(action, "int32"),
+                                 step, ops.convert_to_tensor(macs,
+                                                             "float32"))
+        return [(tuple(int(a) for a in p), float(s))
+                for p, s in zip(paths, scores)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_decisions": self.num_decisions,
+            "num_candidates": self.num_candidates,
+            "table": self.table.tolist(),
+            "max_macs": self.max_macs,
+            "hidden": self.hidden,
+            "num_layers": self.num_layers,
+        })
+        return config
+
+
+# -- Supernet ---------------------------------------------------------------
+
+
+@api.serializable
+class APSResNetCifar(keras.Model):
+    """The CIFAR ResNet supernet of APS (spec section 1).
+
+    Searches the stem width and both widths of every basic block
+    (L = 2 * 3n + 1 decisions: 19 for ResNet-20, 55 for ResNet-56); the
+    last block's output is always the largest candidate. Called on
+    `(images, arch)` with `arch` an int tensor `[L]` of candidate indices;
+    the graph is the same for every architecture.
+
+    Args:
+        depth: 6n + 2.
+        candidates: widths of every searched layer (reference: 4..64).
+        meta_width: meta width C of every conv (default: their sum, 124).
+        num_classes: logits.
+        input_shape: `(H, W, channels)`.
+        overlap: 1.0 (ordinal) .. 0.0 (independent).
+        projection_noise: noise on the identity blocks of P and Q.
+
+    Example:
+
+    >>> net = APSResNetCifar(20, (4, 8, 16), num_classes=10)
+    >>> logits = net((images, keras.ops.zeros((19,), "int32")))
+
+    Reference: Wang et al., NeurIPS 2020.
+    """
+
+    def __init__(self, depth=20, candidates=(4, 8, 16, 32, 64),
+                 meta_width=None, num_classes=10, input_shape=(32, 32, 3),
+                 overlap=1.0, projection_noise=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.depth = int(depth)
+        self.candidates = tuple(int(c) for c in candidates)
+        self.meta_width = int(meta_width or sum(self.candidates))
+        self.num_classes = int(num_classes)
+        self.image_shape = tuple(int(s) for s in input_shape)
+        self.overlap = float(overlap)
+        self.projection_noise = float(projection_noise)
+        per_stage = _blocks_per_stage(self.depth)
+        self.num_decisions = 6 * per_stage + 1
+        channels = self.image_shape[-1]
+        common = dict(overlap=overlap, projection_noise=projection_noise)
+        self.stem = layers.APSConv2D(
+            self.candidates, (channels,), 3, 1, meta_filters=self.meta_width,
+            meta_channels=channels, name="stem_conv", **common)
+        self.stem_bn = layers.CandidateBatchNorm(len(self.candidates), 1,
+                                                 name="stem_bn")
+        self.stages = []
+        for stage in range(3):
+            for index in range(per_stage):
+                self.stages.append(layers.APSBasicBlock(
+                    self.candidates, strides=2 if stage and not index else 1,
+                    meta_width=self.meta_width,
+                    name=f"stage{stage + 1}_block{index + 1}", **common))
+        self.classifier = layers.APSDense(
+            self.num_classes, self.candidates, self.meta_width,
+            name="classifier", **common)
+        self.table = macs_table(self.depth, self.candidates,
+                                self.image_shape)
+        self.build((None,) + self.image_shape)
+
+    def build(self, input_shape):
+        # Builds every sublayer from the image shape alone (the arch input
+        # has no shape to infer), without running a forward pass.
+        shape = (None,) + self.image_shape
+        self.stem.build(shape)
+        shape = self.stem.compute_output_shape(shape)
+        self.stem_bn.build(shape)
+        for block in self.stages:
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+        self.classifier.build((None, shape[-1]))
+        self.built = True
+
+    def effective(self, arch):
+        """The architecture the forward runs: the last width is the max."""
+        arch = ops.cast(arch, "int32")
+        return ops.concatenate(
+            [arch[:-1], ops.full((1,), len(self.candidates) - 1, "int32")])
+
+    def macs(self, arch):
+        """Table MACs of the architecture the forward runs."""
+        return arch_macs(self.table, self.effective(arch))
+
+    def widths(self, arch):
+        """The decoded width list (spec 2.7) of an index architecture."""
+        arch = ops.convert_to_numpy(self.effective(arch))
+        return [self.candidates[int(a)] for a in arch]
+
+    def call(self, inputs, training=None):
+        images, arch = inputs
+        arch = self.effective(arch)
+        stem = ops.stack([arch[0], ops.zeros((), "int32")])
+        x = self.stem(images, choice=stem)
+        x = ops.relu(self.stem_bn(x, choice=stem, training=training))
+        a_in = arch[0]
+        for j, block in enumerate(self.stages):
+            a_mid, a_out = arch[1 + 2 * j], arch[2 + 2 * j]
+            x = block(x, choice=ops.stack([a_in, a_mid, a_out]),
+                      training=training)
+            a_in = a_out
+        return self.classifier(ops.mean(x, axis=(1, 2)))
+
+    @property
+    def convs(self):
+        return [self.stem] + [c for b in self.stages for c in b.convs]
+
+    @property
+    def projection_variables(self):
+        return [w for layer in self.convs + [self.classifier]
+                for w in layer.projection_weights]
+
+    @property
+    def meta_variables(self):
+        projections = {id(v) for v in self.projection_variables}
+        return [v for v in self.trainable_variables
+                if id(v) not in projections]
+
+    def orthogonality_loss(self):
+        """The reference's L1 off-diagonal Gram penalty (spec 3.2), every
+        conv of every stage (the reference skips stage 2, spec 7.5)."""
+        groups = [g for layer in self.convs + [self.classifier]
+                  for g in layer.orthogonality_groups()]
+        return sum(searchable.offdiagonal_l1(g) for g in groups)
+
+    def sharing_level(self):
+        """Mean psi over the P- and Q-groups of the block convs (spec 3.2):
+        2 sum_{k<l} min(c_k, c_l) for ordinal sharing, 0 independent."""
+        total, count = 0.0, 0
+        for block in self.stages:
+            for conv in block.convs:
+                for weight in (conv.p, conv.q):
+                    total += searchable.sharing_level(weight,
+                                                      self.candidates)
+                    count += weight.shape[0]
+        return total / count
+
+    def get_config(self):
+        return {
+            "depth": self.depth, "candidates": self.candidates,
+            "meta_width": self.meta_width, "num_classes": self.num_classes,
+            "input_shape": self.image_shape, "overlap": self.overlap,
+            "projection_noise": self.projection_noise, "name": self.name,
+        }
+
+
+# -- Search -----------------------------------------------------------------
+
+
+class ChannelSearchModel(keras.Model):
+    """Alternating weight and controller steps in one `train_step`.
+
+    `fit` takes a dataset of `((x_train, y_train), (x_held_out,
+    y_held_out))` pairs. In warm-up every step trains the supernet on a
+    uniformly sampled architecture. After `start_search()`, each step first
+    samples `a ~ pi`, rewards it with `acc(held-out batch) (F/T)^alpha`
+    (`^beta` over budget) and takes an Adam step on
+    `-logP(a) (R - b) - entropy_coeff H` with a moving-average baseline b;
+    then it trains the supernet on a new sample from pi, plus a projected
+    SGD step of the projections on the orthogonality loss (the APS-T
+    transition from strong to weak sharing). Each phase is traced once,
+    whatever the architectures sampled.
+
+    Args:
+        supernet: an `APSResNetCifar`.
+        max_macs: the FLOPs budget T (table MACs).
+        controller_hidden: LSTM width of the controller.
+        entropy_coeff: entropy bonus weight.
+        baseline_decay: gamma of the reward moving average.
+        reward_alpha: exponent of F/T under budget (0: no reward for less).
+        reward_beta: exponent of F/T over budget.
+        orthogonal_weight: weight of the orthogonality loss.
+        weight_decay: coupled L2 of the meta-weights and projections.
+        arch_weight_decay: coupled L2 of the controller.
+
+    Example:
+
+    >>> search = ChannelSearchModel(APSResNetCifar(20, (4, 8, 16)), 5e6)
+    >>> search.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+    ...                keras.optimizers.SGD(1e-3, momentum=0.9),
+    ...                keras.optimizers.Adam(3e-3, beta_1=0.5))
+    >>> search.fit(pairs, epochs=2)
+    >>> search.start_search()
+    >>> search.fit(pairs, epochs=5, initial_epoch=2)
+
+    Reference: Wang et al., NeurIPS 2020 (spec section 2.4).
+    """
+
+    def __init__(self, supernet, max_macs, controller_hidden=100,
+                 entropy_coeff=4e-3, baseline_decay=0.99, reward_alpha=0.0,
+                 reward_beta=-0.1, orthogonal_weight=5e-3,
+                 weight_decay=2e-4, arch_weight_decay=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        minimum = int(supernet.macs(np.zeros(supernet.num_decisions,
+                                             "int32")))
+        if max_macs < minimum:
+            raise ValueError(
+                f"max_macs={max_macs:.4g} is below the smallest "
+                f"architecture of the search space ({minimum:,} table "
+                "MACs). Raise the budget or add smaller candidates.")
+        self.supernet = supernet
+        self.max_macs = float(max_macs)
+        self.controller = ChannelController(
+            supernet.num_decisions, len(supernet.candidates),
+            supernet.table, max_macs, hidden=controller_hidden,
+            name="controller")
+        self.controller.build()
+        self.entropy_coeff = entropy_coeff
+        self.baseline_decay = baseline_decay
+        self.reward_alpha = reward_alpha
+        self.reward_beta = reward_beta
+        self.orthogonal_weight = orthogonal_weight
+        self.weight_decay = weight_decay
+        self.arch_weight_decay = arch_weight_decay
+        self.baseline = self.add_weight(name="baseline", shape=(),
+                                        initializer="zeros",
+                                        trainable=False)
+        self.searching = False
+        self.traces = 0
+        self.task_loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in (
+            "loss", "accuracy", "reward", "entropy", "macs", "orthogonal")}
+        self.uniform_seed = keras.random.SeedGenerator()
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, optimizer, projection_optimizer, controller_optimizer,
+                **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        self.projection_optimizer = projection_optimizer
+        self.controller_optimizer = controller_optimizer
+        optimizer.build(self.supernet.meta_variables)
+        projection_optimizer.build(self.supernet.projection_variables)
+        controller_optimizer.build(self.controller.trainable_variables)
+
+    def start_search(self):
+        """Ends the warm-up: the next `fit` traces the search step."""
+        self.searching = True
+        self.train_function = None
+
+    def call(self, inputs, training=None):
+        return self.supernet(inputs, training=training)
+
+    def _apply(self, optimizer, loss_grads, variables, decay):
+        grads = [ops.zeros_like(v) if g is None else g
+                 for g, v in zip(loss_grads, variables)]
+        # PyTorch's weight_decay is an L2 term added to the gradient.
+        grads = [g + decay * v for g, v in zip(grads, variables)]
+        optimizer.apply(grads, variables)
+
+    def _controller_step(self, x, y):
+        import tensorflow as tf  # the tape: this step is TF-backend only
+
+        variables = self.controller.trainable_variables
+        with tf.GradientTape() as tape:
+            arch, log_prob, entropy, _ = self.controller.sample()
+            logits = self.supernet((x, arch), training=True)
+            accuracy = ops.mean(_hits(logits, y))
+            macs = self.supernet.macs(arch)
+            value = reward(accuracy, macs, self.max_macs, self.reward_alpha,
+                           self.reward_beta)
+            advantage = ops.stop_gradient(value - self.baseline)
+            loss = -log_prob * advantage - self.entropy_coeff * entropy
+        self._apply(self.controller_optimizer,
+                    tape.gradient(loss, variables), variables,
+                    self.arch_weight_decay)
+        self.baseline.assign(self.baseline_decay * self.baseline
+                             + (1.0 - self.baseline_decay) * value)
+        self.trackers["reward"].update_state(value)
+        self.trackers["entropy"].update_state(entropy)
+
+    def train_step(self, data):
+        import tensorflow as tf  # the tape: this step is TF-backend only
+
+        self.traces += 1  # Python side effect: counts traces, not steps
+        (x, y), (x_held_out, y_held_out) = data
+        if self.searching:
+            self._controller_step(x_held_out, y_held_out)
+            arch = self.controller.sample()[0]
+        else:
+            arch = keras.random.randint(
+                (self.supernet.num_decisions,), 0,
+                len(self.supernet.candidates), seed=self.uniform_seed,
+                dtype="int32")
+        meta = self.supernet.meta_variables
+        projections = self.supernet.projection_variables
+        with tf.GradientTape() as tape:
+            logits = self.supernet((x, arch), training=True)
+            loss = self.task_loss(y, logits)
+            orthogonal = (self.supernet.orthogonality_loss()
+                          if self.searching else ops.zeros(()))
+            total = loss + self.orthogonal_weight * orthogonal
+        grads = tape.gradient(total, meta + projections)
+        self._apply(self.optimizer, grads[:len(meta)], meta,
+                    self.weight_decay)
+        if self.searching:
+            self._apply(self.projection_optimizer, grads[len(meta):],
+                        projections, self.weight_decay)
+            for v in projections:
+                v.assign(searchable.normalize_columns(v))
+        accuracy = ops.mean(_hits(logits, y))
+        self.trackers["loss"].update_state(loss)
+        self.trackers["accuracy"].update_state(accuracy)
+        self.trackers["macs"].update_state(self.supernet.macs(arch))
+        self.trackers["orthogonal"].update_state(orthogonal)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def checkpoint_variables(self):
+        """Everything a resumed search needs, in a fixed order."""
+        return (list(self.weights) + list(self.optimizer.variables)
+                + list(self.projection_optimizer.variables)
+                + list(self.controller_optimizer.variables))
+
+
+class SearchLog(keras.callbacks.Callback):
+    """Writes the sharing-level curve and a resumable checkpoint per epoch.
+
+    `<workdir>/aps_sharing_level.json` gets one row per epoch (psi, the
+    orthogonality loss, the policy entropy, mean reward); the variables of
+    the search model and its three optimizers go to `aps_search.npz` with
+    the epoch, so an interrupted search resumes where it stopped.
+    """
+
+    def __init__(self, workdir):
+        super().__init__()
+        self.workdir = workdir
+        self.curve_path = os.path.join(workdir, "aps_sharing_level.json")
+        self.state_path = os.path.join(workdir, "aps_search.npz")
+        self.curve = []
+        if os.path.exists(self.curve_path):
+            with open(self.curve_path) as f:
+                self.curve = json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        model = self.model
+        row = {"epoch": epoch + 1, "searching": model.searching,
+               "sharing_level": float(model.supernet.sharing_level()),
+               "orthogonality_loss": float(
+                   model.supernet.orthogonality_loss())}
+        row.update({k: float(v) for k, v in logs.items()})
+        self.curve = [r for r in self.curve if r["epoch"] <= epoch] + [row]
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.curve_path, "w") as f:
+            json.dump(self.curve, f, indent=1)
+        values = [ops.convert_to_numpy(v)
+                  for v in model.checkpoint_variables()]
+        np.savez(self.state_path + ".tmp.npz", epoch=epoch + 1, *values)
+        os.replace(self.state_path + ".tmp.npz", self.state_path)
+
+    def restore(self, model):
+        """Loads the last checkpoint into `model`; returns its epoch."""
+        if not os.path.exists(self.state_path):
+            return 0
+        with np.load(self.state_path) as saved:
+            variables = model.checkpoint_variables()
+            for k, v in enumerate(variables):
+                v.assign(saved[f"arr_{k}"])
+            return int(saved["epoch"])
+
+
+def run_search(search_model, pairs, epochs, warmup_epochs,
+               steps_per_epoch=None, workdir=None, verbose=1, callbacks=()):
+    """Warm-up then search epochs of `fit`, resumable through `workdir`.
+
+    Returns the Keras history rows of all epochs run now.
+    """
+    callbacks, start = list(callbacks), 0
+    if workdir:
+        log = SearchLog(workdir)
+        start = log.restore(search_model)
+        callbacks.append(log)
+    history = {}
+    for phase_end, searching in ((warmup_epochs, False), (epochs, True)):
+        if searching:
+            search_model.start_search()
+        if start >= phase_end:
+            continue
+        run = search_model.fit(pairs, epochs=phase_end, initial_epoch=start,
+                               steps_per_epoch=steps_per_epoch,
+                               callbacks=callbacks, verbose=verbose)
+        for key, values in run.history.items():
+            history.setdefault(key, []).extend(values)
+        start = phase_end
+    return history
+
+
+def evaluate_architecture(supernet, arch, dataset):
+    """Top-1 of one path of the supernet (BN running statistics)."""
+    correct = total = 0
+    arch = ops.convert_to_tensor(arch, "int32")
+    for x, y in dataset:
+        logits = _eval_path(supernet, x, arch)
+        correct += int(ops.sum(_hits(logits, y)))
+        total += int(ops.shape(y)[0])
+    return correct / max(total, 1)
+
+
+def _eval_path(supernet, x, arch):
+    # One traced function per supernet, reused for every architecture.
+    function = getattr(supernet, "_eval_function", None)
+    if function is None:
+        import tensorflow as tf  # graph mode for the evaluation loop
+
+        function = tf.function(
+            lambda x, a: supernet((x, a), training=False))
+        supernet._eval_function = function
+    return function(x, arch)
+
+
+def shrink_to_budget(supernet, arch, max_macs):
+    """Lowers widths of `arch` until its table MACs fit `max_macs`.
+
+    Greedy: each step narrows by one candidate the layer whose narrowing
+    saves the most MACs. Used when no drawn architecture is within the
+    budget (the soft reward lets the policy drift over it).
+    """
+    arch = np.array(arch, "int32")
+    while int(supernet.macs(arch)) > max_macs:
+        savings = []
+        for layer in range(len(arch) - 1):  # the last width is forced
+            if arch[layer] == 0:
+                continue
+            narrower = arch.copy()
+            narrower[layer] -= 1
+            savings.append((int(supernet.macs(arch))
+                            - int(supernet.macs(narrower)), layer))
+        if not savings:
+            raise ValueError(f"max_macs={max_macs:.4g} is below the "
+                             "smallest architecture.")
+        arch[max(savings)[1]] -= 1
+    return tuple(int(a) for a in arch)
+
+
+def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
+    """Picks the best held-out architecture within the budget (spec 2.7).
+
+    Draws `num_archs` architectures from the policy (plus the beam's top
+    `beam_width`) and keeps those within the budget; if none is, the most
+    likely one drawn is narrowed into the budget (`shrink_to_budget`,
+    flagged `"shrunk": True`). Each is evaluated on `dataset` (the held-out
+    split, never the test set). Returns a dict with the best `arch`,
+    `widths`, `macs`, `accuracy` and every evaluated candidate.
+    """
+    supernet = search_model.supernet
+    controller = search_model.controller
+    drawn = [tuple(a) for a, _ in controller.beam_search(beam_width)] \
+        if beam_width else []
+    drawn += [tuple(int(a) for a in ops.convert_to_numpy(
+        controller.sample()[0])) for _ in range(num_archs)]
+    macs = {a: int(supernet.macs(np.asarray(a, "int32"))) for a in drawn}
+    feasible = [a for a in dict.fromkeys(drawn)
+                if macs[a] <= search_model.max_macs]
+    shrunk = not feasible
+    if shrunk:
+        likely = max(drawn, key=lambda a: float(
+            controller.evaluate(np.asarray(a, "int32"))[1]))
+        feasible = [shrink_to_budget(supernet, likely,
+                                     search_model.max_macs)]
+    candidates = []
+    for arch in feasible:
+        accuracy = evaluate_architecture(supernet, np.asarray(arch), dataset)
+        candidates.append({
+            "arch": list(arch),
+            "macs": int(supernet.macs(np.asarray(arch, "int32"))),
+            "accuracy": accuracy,
+            "widths": supernet.widths(np.asarray(arch))})
+    best = max(candidates, key=lambda c: (c["accuracy"], -c["macs"]))
+    return dict(best, candidates=candidates, shrunk=shrunk)
+
+
+# -- Decoding ---------------------------------------------------------------
+
+SHORTCUTS = Registry("shortcut")
+
+
+@SHORTCUTS.register("paper")
+def paper_shortcut(x, filters, strides, name):
+    """The decoded nets' rule (spec 4.1): identity if the shape is kept;
+    1x1 conv + BN if only the width changes; 2x2 average pool + 1x1 conv
+    (no BN) at stride 2."""
+    if strides > 1:
+        x = keras.layers.AveragePooling2D(strides, name=f"{name}_pool")(x)
+        return blocks.conv2d(x, filters, 1, name=f"{name}_conv")
+    return blocks.projection_shortcut(x, filters, 1, name)
+
+
+@SHORTCUTS.register("supernet")
+def supernet_shortcut(x, filters, strides, name):
+    """The supernet's branch: always a strided 1x1 conv + BN (spec 1.4)."""
+    x = blocks.conv2d(x, filters, 1, strides, name=f"{name}_conv")
+    return blocks.batch_norm(x, f"{name}_bn")
+
+
+def _decoded_block(x, mid, out, strides, name, shortcut):
+    residual = SHORTCUTS.get(shortcut)(x, out, strides, f"{name}_shortcut")
+    y = blocks.conv2d(x, mid, 3, strides, name=f"{name}_conv1")
+    y = blocks.batch_norm(y, f"{name}_bn1")
+    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = blocks.conv2d(y, out, 3, 1, name=f"{name}_conv2")
+    y = blocks.batch_norm(y, f"{name}_bn2")
+    y = keras.layers.Add(name=f"{name}_add")([y, residual])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def decode(widths, input_shape=(32, 32, 3), num_classes=10,
+           shortcut="paper", name=None):
+    """The plain CIFAR ResNet of a searched width list (spec 4.1).
+
+    Args:
+        widths: `[stem, (mid, out) x blocks]`, 6n + 1 values (19 for
+            ResNet-20, 55 for ResNet-56), e.g. `SEARCHED_WIDTHS[...]`.
+        input_shape: `(H, W, channels)`.
+        num_classes: logits.
+        shortcut: `"paper"` (the reference decoder's rule) or
+            `"supernet"` (the supernet's 1x1 conv + BN in every block, for
+            inheriting a supernet path's weights with `extract_path`).
+
+    Example:
+
+    >>> model = decode(SEARCHED_WIDTHS["resnet20_20.6M"])
+    >>> keras_compact.profiling.profile(model).params
+    205138
+    """
+    widths = [int(w) for w in widths]
+    if (len(widths) - 1) % 6 or len(widths) < 7 or min(widths) < 1:
+        raise ValueError(
+            f"widths must hold 6n + 1 positive values ([stem, (mid, out) "
+            f"per block]; 19 for ResNet-20, 55 for ResNet-56). Received "
+            f"{len(widths)}: {widths}.")
+    per_stage = (len(widths) - 1) // 6
+    inputs = keras.Input(input_shape, name="image")
+    x = blocks.conv_bn_relu(inputs, widths[0], 3, name="stem")
+    for stage in range(3):
+        for index in range(per_stage):
+            j = 1 + 2 * (stage * per_stage + index)
+            x = _decoded_block(
+                x, widths[j], widths[j + 1],
+                2 if stage and not index else 1,
+                f"stage{stage + 1}_block{index + 1}", shortcut)
+    outputs = blocks.classifier(x, num_classes)
+    return keras.Model(inputs, outputs,
+                       name=name or f"aps_resnet{len(widths) + 1}")
+
+
+def extract_path(supernet, arch):
+    """The plain network of one supernet path with its weights copied in.
+
+    Kernels are the projected `P^T W Q` of the path's pairs, the BNs get the
+    pairs' running statistics (gamma 1, beta 0), the classifier the
+    projected `kernel . Q_k`; in inference mode the result computes the
+    same function as `supernet((x, arch), training=False)`.
+    """
+    arch = [int(a) for a in ops.convert_to_numpy(supernet.effective(arch))]
+    cands = supernet.candidates
+    model = decode([cands[a] for a in arch], supernet.image_shape,
+                   supernet.num_classes, shortcut="supernet")
+
+    def set_bn(name, norm, o, i):
+        c = cands[o]
+        mean = ops.convert_to_numpy(norm.moving_mean)[o, i, :c]
+        var = ops.convert_to_numpy(norm.moving_variance)[o, i, :c]
+        model.get_layer(name).set_weights(
+            [np.ones(c), np.zeros(c), mean, var])
+
+    model.get_layer("stem_conv").set_weights(
+        [supernet.stem.candidate_kernel(arch[0], 0)])
+    set_bn("stem_bn", supernet.stem_bn, arch[0], 0)
+    a_in = arch[0]
+    for j, block in enumerate(supernet.stages):
+        a_mid, a_out = arch[1 + 2 * j], arch[2 + 2 * j]
+        name = block.name
+        model.get_layer(f"{name}_conv1").set_weights(
+            [block.conv1.candidate_kernel(a_mid, a_in)])
+        set_bn(f"{name}_bn1", block.bn1, a_mid, a_in)
+        model.get_layer(f"{name}_conv2").set_weights(
+            [block.conv2.candidate_kernel(a_out, a_mid)])
+        set_bn(f"{name}_bn2", block.bn2, a_out, a_mid)
+        kernel = ops.convert_to_numpy(block.shortcut.pair_kernel(
+            [a_out, a_in]))[:cands[a_in], :cands[a_out]]
+        model.get_layer(f"{name}_shortcut_conv").set_weights(
+            [kernel[None, None]])
+        set_bn(f"{name}_shortcut_bn", block.shortcut.norm, a_out, a_in)
+        a_in = a_out
+    fc = ops.convert_to_numpy(supernet.classifier.projected_kernel())
+    model.get_layer("classifier").set_weights(
+        [fc, ops.convert_to_numpy(supernet.classifier.bias)])
+    return model
+
+
+def parse_widths(value):
+    """Widths from a shipped name, a JSON file or a comma-separated list.
+
+    A JSON file holds a list or a dict with "widths" (what the search
+    writes).
+    """
+    if isinstance(value, (list, tuple)):
+        return [int(w) for w in value]
+    text = str(value).strip()
+    if text in SEARCHED_WIDTHS:
+        return list(SEARCHED_WIDTHS[text])
+    if os.path.exists(text):
+        with open(text) as f:
+            data = json.load(f)
+        return [int(w) for w in (data["widths"] if isinstance(data, dict)
+                                 else data)]
+    try:
+        return [int(float(w)) for w in text.replace(";", ",").split(",")
+                if w.strip()]
+    except ValueError:
+        raise ValueError(
+            f"widths='{text}' is neither a shipped config ("
+            f"{', '.join(SEARCHED_WIDTHS)}), an existing JSON file nor a "
+            "comma-separated list of channel numbers.") from None
+
+
+# -- Method -----------------------------------------------------------------
+
+PHASES = ("search", "train", "both")
+
+
+def _depth(arch):
+    prefix = "resnet"
+    if not arch.startswith(prefix) or not arch[len(prefix):].isdigit():
+        raise ValueError(f"APS searches CIFAR ResNets (resnet20, resnet56, "
+                         f"...). Received: arch='{arch}'.")
+    return int(arch[len(prefix):])
+
+
+def search_from_config(config, data, workdir, verbose=1):
+    """Builds the supernet and controller from `config`, searches, selects.
+
+    `data` needs `.train`, `.validation` (held out of train), `.input_shape`
+    and `.num_classes`. Returns the selection dict of
+    `select_architecture` plus the budget.
+    """
+    if data.validation is None:
+        raise ValueError(
+            "APS rewards the controller on held-out training data: set "
+            "validation_split > 0 (the reference holds out 0.5).")
+    depth = _depth(config.arch)
+    candidates = tuple(int(c) for c in str(config.candidates).replace(
+        ";", ",").split(",") if c.strip())
+    supernet = APSResNetCifar(
+        depth, candidates, config.meta_width or None, data.num_classes,
+        tuple(data.input_shape), config.overlap, config.projection_noise,
+        name="supernet")
+    max_macs = config.max_macs or 0.5 * table_macs(
+        standard_widths(depth), data.input_shape)
+    model = ChannelSearchModel(
+        supernet, max_macs, config.controller_hidden, config.entropy_coeff,
+        config.baseline_decay, config.reward_alpha, config.reward_beta,
+        config.orthogonal_weight, config.search_weight_decay,
+        config.arch_weight_decay)
+    steps = config.steps_per_epoch or int(data.train.cardinality())
+    if steps <= 0:
+        raise ValueError("The training set has unknown size: set "
+                         "steps_per_epoch.")
+    boundaries = [int(e) * steps for e in config.search_decay_epochs]
+    values = [config.search_lr * 0.1 ** k
+              for k in range(len(boundaries) + 1)]
+    weights_lr = (keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries, values) if boundaries else config.search_lr)
+    model.compile(
+        keras.optimizers.SGD(weights_lr, momentum=0.9),
+        keras.optimizers.SGD(config.projection_lr, momentum=0.9),
+        keras.optimizers.Adam(config.arch_lr, beta_1=0.5, beta_2=0.999,
+                              epsilon=1e-8))
+    import tensorflow as tf  # tf.data: pair train batches with held-out
+
+    train = data.train.repeat() if config.steps_per_epoch else data.train
+    pairs = tf.data.Dataset.zip((train, data.validation.repeat()))
+    run_search(model, pairs, config.search_epochs,
+               config.search_warmup_epochs,
+               config.steps_per_epoch or None, workdir, verbose)
+    result = select_architecture(model, data.validation,
+                                 config.num_test_archs, config.beam_width)
+    result["max_macs"] = max_macs
+    return result
+
+
+@register("aps")
+class APS(Method):
+    """Searches channel numbers, then trains the decoded net from scratch.
+
+    `--phase=search` runs the search and writes `aps_widths.json` (widths,
+    table MACs, held-out accuracy of the path) and `aps_sharing_level.json`
+    to the workdir; `--phase=train` trains `--widths` (a shipped name such
+    as `resnet20_20.6M`, a JSON file or a list); `--phase=both` does both.
+    """
+
+    options = {
+        "phase": ("both", "search | train | both"),
+        "max_macs": (0.0, "FLOPs budget in table MACs (3x3 convs, spec 6); "
+                          "0: half of the standard arch's"),
+        "widths": ("", "widths to train: shipped name, JSON file or list"),
+        "candidates": ("4,8,16,32,64", "candidate widths of every layer"),
+        "meta_width": (0, "meta width C; 0: the sum of the candidates"),
+        "overlap": (1.0, "1: ordinal (strong) .. 0: independent sharing"),
+        "projection_noise": (1e-3, "noise on the identity init of P, Q"),
+        "shortcut": ("paper", "decoded shortcuts: paper | supernet"),
+        "search_epochs": (600, "search epochs, warm-up included"),
+        "search_warmup_epochs": (200, "uniform-sampling warm-up epochs"),
+        "search_lr": (0.1, "supernet SGD learning rate"),
+        "search_weight_decay": (2e-4, "coupled L2 of supernet weights"),
+        "search_decay_epochs": ((300, 450), "x0.1 supernet lr at these"),
+        "projection_lr": (1e-3, "SGD lr of P, Q after the warm-up"),
+        "orthogonal_weight": (5e-3, "weight of the orthogonality loss"),
+        "arch_lr": (1.6e-4, "controller Adam learning rate"),
+        "arch_weight_decay": (1e-3, "controller coupled L2"),
+        "entropy_coeff": (4e-3, "controller entropy bonus"),
+        "baseline_decay": (0.99, "reward moving-average decay"),
+        "reward_alpha": (0.0, "reward exponent of F/T within budget"),
+        "reward_beta": (-0.1, "reward exponent of F/T over budget"),
+        "controller_hidden": (100, "controller LSTM width"),
+        "num_test_archs": (10, "policy samples evaluated at the end"),
+        "beam_width": (0, "also evaluate the beam's top-k (0: off)"),
+    }
+
+    def prepare(self, context):
+        config = context.config
+        if config.phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(PHASES)}. "
+                             f"Received: '{config.phase}'.")
+        if config.phase == "train":
+            if not config.widths:
+                raise ValueError("phase=train needs --widths (a shipped "
+                                 f"name: {', '.join(SEARCHED_WIDTHS)}; a "
+                                 "JSON file; or a list).")
+            config.widths = ",".join(map(str, parse_widths(config.widths)))
+            return True
+        path = os.path.join(context.workdir, "aps_widths.json")
+        if os.path.exists(path):  # the search finished before: resume
+            with open(path) as f:
+                result = json.load(f)
+        else:
+            if context.strategy.num_replicas_in_sync > 1:
+                raise ValueError(
+                    "The APS search runs on one device (its controller step "
+                    "and reward baseline are not replicated). Run "
+                    "--phase=search with --strategy=default, then "
+                    "--phase=train with any strategy.")
+            with context.strategy.scope():
+                result = search_from_config(config, context.data,
+                                            context.workdir,
+                                            config.get("verbose", 1))
+            model = decode(result["widths"], context.data.input_shape,
+                           context.data.num_classes, config.shortcut)
+            counts = profiling.profile(model)
+            result.update(params=counts.params, profiled_macs=counts.macs)
+            os.makedirs(context.workdir, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(result, f, indent=1)
+        config.widths = ",".join(map(str, result["widths"]))
+        return config.phase == "both"
+
+    def build_model(self, config, input_shape, num_classes):
+        widths = parse_widths(config.widths) if config.widths else []
+        if not widths:
+            raise ValueError("No widths to train: run --phase=search or "
+                             "both, or pass --widths.")
+        if len(widths) + 1 != _depth(config.arch):
+            raise ValueError(
+                f"{len(widths)} widths decode to resnet{len(widths) + 1}, "
+                f"but arch={config.arch}. Pass --arch=resnet"
+                f"{len(widths) + 1}.")
+        return decode(widths, input_shape, num_classes, config.shortcut)
+
+
+def width_profile(widths, input_shape=(32, 32, 3), num_classes=10):
+    """`{"table_macs", "macs", "params"}` of a decoded width list."""
+    counts = profiling.profile(decode(widths, input_shape, num_classes))
+    return {"table_macs": table_macs(widths, input_shape),
+            "macs": counts.macs, "params": counts.params}
+
+
+__all__ = ["APS", "APSResNetCifar", "ChannelController",
+           "ChannelSearchModel", "SEARCHED_WIDTHS", "decode",
+           "extract_path", "macs_table", "reward", "table_macs"]

@@ -1,0 +1,341 @@
+"""APS: searchable layers, FLOPs tables, controller, supernet, search."""
+
+import json
+import math
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import aps as aps_config
+from keras_compact import layers
+from keras_compact import profiling
+from keras_compact.layers import searchable
+from keras_compact.methods import aps
+from tests import testing
+
+SMALL = (4, 8, 16)
+
+
+def _count(variables):
+    return sum(math.prod(v.shape) for v in variables)
+
+
+@pytest.fixture(scope="module")
+def resnet20_supernet():
+    return aps.APSResNetCifar(20, (4, 8, 16, 32, 64), num_classes=10)
+
+
+# -- FLOPs tables and the shipped configurations (spec 4.3, 6) -------------
+
+
+def test_macs_table_matches_reference_entries():
+    table = aps.macs_table(20, (4, 8, 16, 32, 64), (32, 32, 3))
+    assert table.shape == (19, 5, 5)
+    assert table[1, 0, 0] == 147_456  # 9 * 4 * 4 * 32^2
+    assert table[7, 0, 0] == 36_864  # first stride-2 conv: 9 * 4 * 4 * 16^2
+    assert table[0, 2, 0] == table[0, 2, 4] == 9 * 3 * 16 * 32 * 32
+    assert table[13, 4, 1] == 9 * 8 * 64 * 8 * 8  # [l, o, i]
+
+
+def test_table_of_an_index_arch_equals_table_of_its_widths():
+    candidates = (4, 8, 16, 32, 64)
+    widths = aps.SEARCHED_WIDTHS["resnet20_20.6M"]
+    arch = np.asarray([candidates.index(w) for w in widths], "int32")
+    table = aps.macs_table(20, candidates, (32, 32, 3))
+    assert int(aps.arch_macs(table, arch)) == aps.table_macs(widths)
+
+
+@pytest.mark.parametrize("name, table, macs, params", [
+    # spec 4.3: 20.57M table, 20.87M conv+fc (+10 FC bias adds), 0.205M.
+    ("resnet20_20.6M", 20_570_112, 20_865_664, 205_138),
+    # spec 4.3: 60.31M table, 60.82M conv+fc, 0.558M params.
+    ("resnet56_60.3M", 60_309_504, 60_818_048, 558_218),
+])
+def test_shipped_configs_match_spec(name, table, macs, params):
+    widths = aps.SEARCHED_WIDTHS[name]
+    assert aps.table_macs(widths) == table
+    counts = profiling.profile(aps.decode(widths))
+    assert (counts.macs, counts.params) == (macs, params)
+
+
+def test_standard_resnets_table_macs():
+    assert aps.table_macs(aps.standard_widths(20)) == 40_550_400  # 40.55M
+    assert aps.table_macs(aps.standard_widths(56)) == 125_485_056  # 125.49M
+
+
+# -- Controller and reward (spec 2.1-2.3) -----------------------------------
+
+
+def test_controller_matches_reference_size_and_uniform_entropy():
+    table = aps.macs_table(20, (4, 8, 16, 32, 64), (32, 32, 3))
+    controller = aps.ChannelController(19, 5, table, 2.05e7)
+    controller.build()
+    assert _count(controller.trainable_variables) == 162_585
+    arch, log_prob, entropy, _ = controller.sample(uniform=True)
+    np.testing.assert_allclose(float(entropy), 19 * math.log(5), rtol=1e-5)
+    np.testing.assert_allclose(float(log_prob), -19 * math.log(5),
+                               rtol=1e-5)
+    arch, log_prob, entropy, logits = controller.sample()
+    chosen = tf.nn.log_softmax(logits)
+    expected = sum(float(chosen[t, a]) for t, a in enumerate(arch.numpy()))
+    np.testing.assert_allclose(float(log_prob), expected, rtol=1e-5)
+    again = controller.evaluate(arch)
+    np.testing.assert_allclose(float(again[1]), float(log_prob), rtol=1e-5)
+    np.testing.assert_allclose(again[3], logits, atol=1e-6)
+    beam = controller.beam_search(4)
+    assert len(beam) == 4 and beam[0][1] >= beam[-1][1]
+    np.testing.assert_allclose(
+        float(controller.evaluate(np.asarray(beam[0][0]))[1]), beam[0][1],
+        rtol=1e-5)
+
+
+def test_controller_rejects_too_many_decisions():
+    table = np.zeros((109, 4, 4))
+    with pytest.raises(ValueError, match="hidden >= 111"):
+        aps.ChannelController(109, 4, table, 1e6)
+
+
+def test_reward_soft_constraint():
+    np.testing.assert_allclose(float(aps.reward(0.9, 1e6, 1e6)), 0.9)
+    np.testing.assert_allclose(float(aps.reward(0.9, 0.5e6, 1e6)), 0.9)
+    np.testing.assert_allclose(float(aps.reward(0.9, 2e6, 1e6)), 0.83972,
+                               atol=1e-5)
+
+
+# -- Layers (spec 1.2, 8.3.1-2) ---------------------------------------------
+
+
+def test_ordinal_sharing_slices_the_meta_kernel():
+    conv = layers.APSConv2D((4, 8, 16), (4, 8, 16), strides=2,
+                            projection_noise=0.0)
+    x = np.random.normal(size=(2, 9, 9, 16)).astype("float32")
+    x[..., 8:] = 0.0  # input candidate 1: 8 channels
+    y = keras.ops.convert_to_numpy(conv(x, choice=[0, 1]))
+    w = keras.ops.convert_to_numpy(conv.kernel)
+    np.testing.assert_array_equal(conv.candidate_kernel(0, 1),
+                                  w[:, :, :8, :4])
+    plain = keras.ops.conv(np.pad(x[..., :8], [(0, 0), (1, 1), (1, 1),
+                                               (0, 0)]),
+                           w[:, :, :8, :4], strides=2)
+    np.testing.assert_allclose(y[..., :4], plain, atol=1e-5)
+    assert np.all(y[..., 4:] == 0.0)
+    assert y.shape == (2, 5, 5, 16)
+
+
+def test_independent_sharing_uses_disjoint_blocks():
+    conv = layers.APSConv2D((4, 8, 16), (4, 8, 16), overlap=0.0,
+                            projection_noise=0.0)
+    conv.build((None, 8, 8, 16))
+    w = keras.ops.convert_to_numpy(conv.kernel)
+    np.testing.assert_array_equal(conv.candidate_kernel(2, 1),
+                                  w[:, :, 4:12, 12:28])
+    assert float(searchable.sharing_level(conv.p, (4, 8, 16))) == 0.0
+    with pytest.raises(ValueError, match="meta width"):
+        layers.APSConv2D((4, 8), (4, 8), meta_filters=8,
+                         overlap=0.0).build((None, 8, 8, 8))
+
+
+def test_task_gradient_of_projections_is_zero():
+    block = layers.APSBasicBlock(SMALL, strides=2)
+    x = np.random.normal(size=(4, 8, 8, 16)).astype("float32")
+    with tf.GradientTape() as tape:
+        y = block(x, choice=[2, 1, 0], training=True)
+        loss = tf.reduce_sum(y * y)
+    projections = [w for c in block.convs for w in c.projection_weights]
+    grads = tape.gradient(loss, projections + [block.conv1.kernel])
+    assert all(g is None or not np.any(g) for g in grads[:-1])
+    assert np.any(grads[-1])
+
+
+@pytest.mark.parametrize("cls, kwargs, shape, out", [
+    (layers.APSConv2D, {"candidates_out": (4, 8), "candidates_in": (4, 8)},
+     (2, 8, 8, 8), (2, 8, 8, 8)),
+    (layers.CandidateBatchNorm, {"num_out": 2, "num_in": 3},
+     (2, 4, 4, 8), (2, 4, 4, 8)),
+    (layers.APSShortcut, {"candidates_out": (4, 8), "candidates_in": (2, 4),
+                          "strides": 2}, (2, 8, 8, 4), (2, 4, 4, 8)),
+    (layers.APSBasicBlock, {"candidates": (4, 8)}, (2, 8, 8, 8),
+     (2, 8, 8, 8)),
+    (layers.APSDense, {"units": 10, "candidates": (4, 8)}, (2, 8), (2, 10)),
+])
+def test_layer_contract(cls, kwargs, shape, out):
+    testing.run_layer_test(cls, kwargs, shape, out, fit=False)
+
+
+# -- Supernet (spec 1.2-1.4, 3.2, 8.3.6-7) ----------------------------------
+
+
+def test_supernet_parameter_groups_and_sharing_level(resnet20_supernet):
+    net = resnet20_supernet
+    assert net.num_decisions == 19
+    assert _count(net.meta_variables) == 2_633_894
+    assert _count(net.projection_variables) == 2_798_477
+    # Ordinal start, unit columns, noise 1e-3: psi = 2 sum min(c_k, c_l).
+    np.testing.assert_allclose(float(net.sharing_level()), 208.0, atol=0.1)
+
+
+def test_supernet_path_equals_extracted_plain_network():
+    net = aps.APSResNetCifar(8, SMALL, num_classes=10,
+                             input_shape=(16, 16, 3))
+    x = np.random.normal(size=(8, 16, 16, 3)).astype("float32")
+    rng = np.random.default_rng(0)
+    archs = [rng.integers(0, 3, 7).astype("int32") for _ in range(2)]
+    for arch in archs:  # non-trivial running statistics for these pairs
+        for _ in range(3):
+            net((x, arch), training=True)
+    for arch in archs:
+        plain = aps.extract_path(net, arch)
+        expected = net((x, arch), training=False)
+        np.testing.assert_allclose(plain(x, training=False), expected,
+                                   atol=2e-4, rtol=1e-4)
+        widths = net.widths(arch)
+        assert widths[-1] == 16  # the last block output is never searched
+        assert profiling.profile(plain).params > 0
+
+
+# -- Search model: one trace, not one per architecture ----------------------
+
+
+def _pairs(count=64, batch=16, shape=(16, 16, 3)):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(count,) + shape).astype("float32")
+    y = rng.integers(0, 10, count).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    return tf.data.Dataset.zip((data, data.repeat())), data
+
+
+def _search_model(shape=(16, 16, 3), budget_share=0.5, arch_lr=3e-3,
+                  depth=20):
+    net = aps.APSResNetCifar(depth, SMALL, num_classes=10, input_shape=shape)
+    budget = budget_share * aps.table_macs([16] * (depth - 1), shape)
+    model = aps.ChannelSearchModel(net, budget)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.optimizers.SGD(1e-2, momentum=0.9),
+                  keras.optimizers.Adam(arch_lr, beta_1=0.5))
+    return model
+
+
+def test_each_phase_traces_once_and_the_search_resumes(tmp_path):
+    model = _search_model(shape=(8, 8, 3), depth=8)
+    pairs, _ = _pairs(shape=(8, 8, 3))
+    seen = {False: set(), True: set()}
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen[self.model.searching].add(round(float(logs["macs"])))
+
+    history = aps.run_search(model, pairs, epochs=2, warmup_epochs=1,
+                             workdir=str(tmp_path), verbose=0,
+                             callbacks=[Record()])
+    assert model.traces == 2  # one warm-up graph, one search graph
+    # The running mean of the sampled MACs moves: new archs every step.
+    assert len(seen[False]) > 2 and len(seen[True]) > 2
+    assert float(model.baseline) > 0.0  # the controller steps ran
+    assert len(history["loss"]) == 2
+    fresh = _search_model(shape=(8, 8, 3), depth=8)
+    assert aps.SearchLog(str(tmp_path)).restore(fresh) == 2
+    for saved, loaded in zip(model.checkpoint_variables(),
+                             fresh.checkpoint_variables()):
+        np.testing.assert_array_equal(loaded, saved)
+    # A finished search is not repeated.
+    assert aps.run_search(fresh, pairs, epochs=2, warmup_epochs=1,
+                          workdir=str(tmp_path), verbose=0) == {}
+
+
+def test_shrink_to_budget_keeps_the_last_width():
+    net = aps.APSResNetCifar(8, SMALL, input_shape=(16, 16, 3))
+    budget = 0.3 * aps.table_macs([16] * 7, (16, 16, 3))
+    arch = aps.shrink_to_budget(net, [2] * 7, budget)
+    assert int(net.macs(np.asarray(arch))) <= budget
+    assert arch[-1] == 2 and min(arch) >= 0 and max(arch[:-1]) > 0
+
+
+def test_search_rejects_impossible_budget():
+    net = aps.APSResNetCifar(8, SMALL, input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="smallest architecture"):
+        aps.ChannelSearchModel(net, 1e3)
+
+
+# -- Method, config, phases -------------------------------------------------
+
+
+def test_config_and_widths_parsing(tmp_path):
+    config = aps_config.get_config("phase=train,widths=resnet56_60.3M")
+    assert config.max_macs == 2.05e7 and config.validation_split == 0.5
+    assert set(aps.APS.options) <= set(config.keys())
+    assert aps.parse_widths(config.widths) == list(
+        aps.SEARCHED_WIDTHS["resnet56_60.3M"])
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"widths": [8] * 19}))
+    assert aps.parse_widths(str(path)) == [8] * 19
+    assert aps.parse_widths("4,8;16") == [4, 8, 16]
+    with pytest.raises(ValueError, match="shipped config"):
+        aps.parse_widths("resnet20_oops")
+
+
+def test_train_phase_builds_decoded_model_and_rejects_mismatch():
+    method = aps.APS()
+    config = aps_config.get_config("phase=train,widths=resnet20_20.6M")
+    context = types.SimpleNamespace(config=config, workdir="unused")
+    assert method.prepare(context) is True
+    model = method.build_model(config, (32, 32, 3), 10)
+    assert profiling.profile(model).params == 205_138
+    config.arch = "resnet56"
+    with pytest.raises(ValueError, match="arch=resnet20"):
+        method.build_model(config, (32, 32, 3), 10)
+    config.phase = "explore"
+    with pytest.raises(ValueError, match="phase must be one of"):
+        method.prepare(context)
+
+
+def test_search_phase_refuses_replicated_strategy(tmp_path):
+    config = aps_config.get_config("smoke,phase=search")
+    strategy = types.SimpleNamespace(num_replicas_in_sync=2)
+    context = types.SimpleNamespace(config=config, workdir=str(tmp_path),
+                                    strategy=strategy)
+    with pytest.raises(ValueError, match="strategy=default"):
+        aps.APS().prepare(context)
+
+
+def test_decoded_model_saves_and_exports():
+    model = aps.decode([4, 4, 8, 8, 8, 8, 16], (16, 16, 3), 10)
+    x = np.random.normal(size=(2, 16, 16, 3)).astype("float32")
+    testing.run_model_saving_test(model, x, atol=1e-5)
+    testing.run_litert_export_test(model, x)
+
+
+# -- Slow: a whole search on CPU -------------------------------------------
+
+
+@pytest.mark.slow
+def test_cpu_search_respects_budget_and_entropy_falls(tmp_path):
+    """Spec 8.2 at toy scale: the policy concentrates within the budget."""
+    from keras_compact import data as data_lib
+
+    dataset = data_lib.synthetic.make_synthetic(2048, 256, (16, 16, 3))
+    splits = data_lib.make_splits(dataset, 64, validation_split=0.5,
+                                  augment=False)
+    model = _search_model(budget_share=0.3, arch_lr=1e-2)
+    # A toy run of a few hundred steps: the paper's soft penalty (beta -0.1)
+    # lets the fast-improving wide paths win here, so this run uses a much
+    # stronger over-budget exponent and a faster baseline (gamma 0.9).
+    model.entropy_coeff = 1e-4
+    model.reward_beta = -5.0
+    model.baseline_decay = 0.9
+    pairs = tf.data.Dataset.zip((splits.train, splits.validation.repeat()))
+    history = aps.run_search(model, pairs, epochs=8, warmup_epochs=1,
+                             workdir=str(tmp_path), verbose=0)
+    entropy = history["entropy"]
+    assert model.traces == 2  # one warm-up graph, one search graph
+    assert entropy[-1] < entropy[1] - 0.5, entropy
+    assert entropy[-1] < 19 * math.log(3) - 1.0, entropy
+    result = aps.select_architecture(model, splits.validation, 5)
+    assert not result["shrunk"]  # the policy itself samples within budget
+    assert result["macs"] <= model.max_macs
+    assert aps.table_macs(result["widths"], (16, 16, 3)) == result["macs"]
+    curve = json.loads((tmp_path / "aps_sharing_level.json").read_text())
+    assert len(curve) == 8 and curve[0]["sharing_level"] > 0
+
