@@ -1,4 +1,4 @@
-"""The training run behind `trainers.cifar`: data -> method -> fit -> export.
+"""The training run behind the trainers: data -> method -> fit -> export.
 
 `run(config)` is the whole job; the trainers only parse flags into a config.
 Every epoch is checkpointed in `<workdir>/backup`, and the same command
@@ -14,7 +14,9 @@ import time
 import logging
 
 import keras
+from keras import ops
 
+from keras_compact import api
 from keras_compact import data as data_lib
 from keras_compact import distribute
 from keras_compact import export
@@ -100,11 +102,11 @@ def _global_batch(config, strategy):
     return config.batch_size
 
 
-def load_data(config, strategy):
+def _load_in_memory(config, strategy, batch_size):
     dataset = data_lib.load(config.dataset, config.data_dir)
     return data_lib.make_splits(
         dataset,
-        _global_batch(config, strategy),
+        batch_size,
         validation_split=config.validation_split,
         train_subset=config.train_subset,
         augment=config.augment,
@@ -112,6 +114,74 @@ def load_data(config, strategy):
         # An empty per-replica batch crashes oneDNN convs under tf.distribute.
         eval_drop_remainder=strategy.num_replicas_in_sync > 1,
     )
+
+
+# Datasets read from files as a stream instead of loaded into memory:
+# `name -> make_splits(config, strategy, global_batch_size) -> Splits`.
+STREAMED = Registry("streamed dataset")
+STREAMED.register("imagenet", data_lib.imagenet.make_splits)
+
+
+def load_data(config, strategy):
+    """The `Splits` of `config.dataset`, streamed or in memory."""
+    make_splits = (STREAMED.get(config.dataset) if config.dataset in STREAMED
+                   else _load_in_memory)
+    return make_splits(config, strategy, _global_batch(config, strategy))
+
+
+@api.serializable
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed one-hot targets.
+
+    The target is `(1 - label_smoothing)` on the true class plus
+    `label_smoothing / num_classes` on every class (Szegedy et al., 2016),
+    as `keras.losses.CategoricalCrossentropy(label_smoothing=...)` but for
+    integer labels (Keras's sparse cross-entropy has no smoothing).
+
+    Args:
+        label_smoothing: in [0, 1).
+        from_logits: whether predictions are logits.
+    """
+
+    def __init__(self, label_smoothing=0.1, from_logits=True,
+                 name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        targets = ops.one_hot(labels, ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(
+            targets, y_pred, from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing,
+                      from_logits=self.from_logits)
+        return config
+
+
+def _smooth_labels(model, config):
+    """Recompiles `model` with `SmoothedCrossentropy` in place of its loss.
+
+    Only for methods that compile with the plain sparse cross-entropy; the
+    rest of what the method compiled (metrics, jit, steps per execution,
+    optimizer) is kept through `get_compile_config`.
+    """
+    if not isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy):
+        raise ValueError(
+            f"label_smoothing={config.label_smoothing} needs a method that "
+            "trains with the plain sparse cross-entropy; --method="
+            f"{config.method} compiles {model.loss!r}. Set label_smoothing=0."
+        )
+    compile_config = model.get_compile_config()
+    compile_config["loss"] = keras.saving.serialize_keras_object(
+        SmoothedCrossentropy(config.label_smoothing,
+                             from_logits=model.loss.from_logits))
+    model.compile_from_config(compile_config)
 
 
 def _callbacks(context, method, chief, images_per_epoch):
@@ -197,6 +267,8 @@ def run(config):
                                    data.num_classes)
         optimizer = optimizers.make_optimizer(config, steps_per_epoch)
         method.compile_model(model, optimizer, config)
+        if config.get("label_smoothing"):
+            _smooth_labels(model, config)
     callbacks, throughput = _callbacks(
         context, method, chief, steps_per_epoch * config.batch_size)
     train = data.train.repeat() if config.steps_per_epoch else data.train
