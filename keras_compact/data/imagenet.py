@@ -28,6 +28,7 @@ range fails with the file and record index; a truncated or corrupted file
 """
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -45,6 +46,9 @@ TRAIN_SIZE = 1_281_167  # ImageNet-1k (ILSVRC 2012) training images
 EVAL_CROP = 0.875  # center crop 224 of 256
 
 _FRAMING_BYTES = 16  # per TFRecord: length (8) + 2 CRCs (4 + 4)
+# The dataset functions below use tf ops only; skipping AutoGraph's source
+# conversion makes building the pipeline several times faster.
+_graph_only = tf.autograph.experimental.do_not_convert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +170,7 @@ def _read_shard(path, size, decode, image_size, layout, first_label,
     end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64),
                                         tf.constant(b"")))
 
+    @_graph_only
     def count(totals, element):
         index, record = element
         totals = tf.where(index >= 0, totals + tf.stack([
@@ -174,6 +179,7 @@ def _read_shard(path, size, decode, image_size, layout, first_label,
             totals)
         return totals, (index, record, totals)
 
+    @_graph_only
     def parse(index, record, totals):
         def read():
             example = tf.io.parse_single_example(record, features)
@@ -186,6 +192,7 @@ def _read_shard(path, size, decode, image_size, layout, first_label,
         image, label = tf.cond(index >= 0, read, marker)
         return index, image, label, totals
 
+    @_graph_only
     def check(expected, element):
         index, image, label, totals = element
         is_end = index < 0
@@ -217,8 +224,8 @@ def _read_shard(path, size, decode, image_size, layout, first_label,
                  deterministic=True)
             .ignore_errors()
             .scan(tf.constant(0, tf.int64), check)
-            .filter(lambda index, image, label: index >= 0)
-            .map(lambda index, image, label: (image, label)))
+            .filter(_graph_only(lambda index, image, label: index >= 0))
+            .map(_graph_only(lambda index, image, label: (image, label))))
 
 
 def _sizes(files):
@@ -246,13 +253,14 @@ def _read(files, transform, layout, config, training, seed=0):
         shards = shards.shuffle(len(files), seed=seed,
                                 reshuffle_each_iteration=True).repeat()
     return shards.interleave(
-        lambda path, size: _read_shard(path, size, decode, image_size,
-                                       layout, first_label,
-                                       config.num_classes),
+        _graph_only(lambda path, size: _read_shard(
+            path, size, decode, image_size, layout, first_label,
+            config.num_classes)),
         cycle_length=min(16, len(files)), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
 
 
+@_graph_only
 def _normalise(images, labels):
     images = (tf.cast(images, tf.float32) - MEAN) / STD
     return images, labels
@@ -287,7 +295,8 @@ def eval_dataset(files, layout, config, batch_size, drop_remainder=False):
 def count_records(files):
     """Number of records in `files` (reads the framing, not the images)."""
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=16)
-    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+    return int(dataset.reduce(np.int64(0),
+                              _graph_only(lambda n, _: n + 1)))
 
 
 def _worker_shard(strategy):
@@ -303,13 +312,17 @@ def _worker_shard(strategy):
 
 @dataclasses.dataclass
 class StreamedSplits(Splits):
-    """`Splits` whose representative images are decoded on demand."""
+    """`Splits` whose representative images are decoded on demand.
 
-    calibration: tf.data.Dataset = None
+    `calibration()` returns batches of normalised evaluation-cropped
+    training images.
+    """
+
+    calibration: object = None
 
     def representative(self, count=200):
-        images = [x for x, _ in self.calibration.unbatch().take(count)]
-        return np.stack(images)
+        batches = self.calibration().unbatch().take(count)
+        return np.stack([x for x, _ in batches])
 
 
 def make_splits(config, strategy, batch_size):
@@ -379,7 +392,8 @@ def make_splits(config, strategy, batch_size):
         x_train=None,
         mean=MEAN,
         std=STD,
-        calibration=eval_dataset(train_files, layout, config, 50),
+        calibration=functools.partial(eval_dataset, train_files, layout,
+                                      config, 50),
     )
 
 
