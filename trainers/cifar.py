@@ -16,6 +16,7 @@ import functools
 import os
 
 from absl import app
+from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +30,7 @@ FIELDS = flags_common.define({
                 ".tar.gz; Fashion-MNIST: the IDX .gz files).",
     **flags_common.FIELDS,
 })
+flags.adopt_module_key_flags(flags_common)  # list them in --helpshort
 
 
 if __name__ == "__main__":

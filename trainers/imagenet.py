@@ -23,6 +23,7 @@ import functools
 import os
 
 from absl import app
+from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,6 +42,7 @@ FIELDS = flags_common.define({
     "schedule": "Learning-rate decay after warmup: step or cosine.",
     "warmup_epochs": "Epochs of linear learning-rate warmup.",
 })
+flags.adopt_module_key_flags(flags_common)  # list them in --helpshort
 
 
 def recipe(method, config_file, arg):

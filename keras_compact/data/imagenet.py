@@ -16,9 +16,10 @@ sets `first_label` >= 0; every label is checked to lie in
 the reverse) fail at the first label out of range, with a message that
 says which setting to use.
 
-Training: random-resized-crop (area 8%-100%, aspect ratio 3/4-4/3, decoded
-from the crop window only) + horizontal flip. Evaluation: resize the shorter
-side to `image_size / 0.875` and center crop (torchvision's 256 -> 224).
+Training: random-resized-crop (area 8%-100%, aspect ratio 3/4-4/3) +
+horizontal flip. Evaluation: the central square of 0.875 of the shorter
+side, resized (torchvision's resize to 256 + center crop 224). Both decode
+only their crop window.
 Files are sharded per worker, read by a parallel interleave, and prefetched.
 
 Every shard is read with checks, so a bad file fails the run with its name:
@@ -135,15 +136,20 @@ def random_resized_crop(encoded, size, seed=None):
 
 
 def center_crop(encoded, size):
-    """Resizes the shorter side to `size / 0.875` and crops the center."""
-    image = tf.io.decode_jpeg(encoded, channels=3)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.math.round(size / EVAL_CROP) / tf.reduce_min(shape)
-    resized = tf.cast(tf.math.round(shape * scale), tf.int32)
-    image = tf.image.resize(image, resized, antialias=True)
-    top = (resized[0] - size) // 2
-    left = (resized[1] - size) // 2
-    return image[top:top + size, left:left + size]
+    """Decodes the central square of a JPEG and resizes it to `size`.
+
+    The square's side is 0.875 of the shorter side: the same window as
+    resizing the shorter side to `size / 0.875` and cropping `size` at the
+    center (torchvision's 256 -> 224), but only that window is decoded and
+    resized.
+    """
+    shape = tf.image.extract_jpeg_shape(encoded)
+    side = tf.cast(tf.math.round(EVAL_CROP * tf.cast(
+        tf.reduce_min(shape[:2]), tf.float32)), tf.int32)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    image = tf.image.decode_and_crop_jpeg(
+        encoded, tf.stack([top, left, side, side]), channels=3)
+    return tf.image.resize(image, [size, size], antialias=True)
 
 
 # Reading shards with checks -----------------------------------------------
