@@ -14,6 +14,7 @@ import time
 import logging
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_compact import api
@@ -184,6 +185,20 @@ def _smooth_labels(model, config):
     model.compile_from_config(compile_config)
 
 
+class _CSVLogger(keras.callbacks.CSVLogger):
+    """Keras 3.15's CSVLogger, fixed for gs:// files.
+
+    Its `on_train_end` reads `file.closed`, which `tf.io.gfile.GFile` (what
+    Keras opens for remote paths) does not have.
+    """
+
+    def on_train_end(self, logs=None):
+        if self.csv_file:
+            self.csv_file.close()
+            self.csv_file = None
+        self.writer = None
+
+
 def _callbacks(context, method, chief, images_per_epoch):
     workdir = context.workdir
     backup = os.path.join(workdir, "backup")
@@ -198,8 +213,7 @@ def _callbacks(context, method, chief, images_per_epoch):
     ]
     if chief:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"),
-                                      append=True),
+            _CSVLogger(os.path.join(workdir, "log.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                         write_graph=False),
         ]
@@ -254,7 +268,9 @@ def run(config):
     method = methods.get(config.method)
     strategy = distribute.get(config.strategy, tpu=config.tpu)
     chief = distribute.is_chief(strategy)
-    os.makedirs(config.workdir, exist_ok=True)
+    # tf.io.gfile: the workdir may be a gs:// path (Keras's callbacks and
+    # saving handle such paths themselves).
+    tf.io.gfile.makedirs(config.workdir)
     data = load_data(config, strategy)
     context = Context(config, strategy, config.workdir, data)
     if not method.prepare(context):
@@ -302,7 +318,8 @@ def run(config):
     if chief:
         deployable.save(os.path.join(config.workdir, "deployable.keras"))
         metrics["exports"] = _export(deployable, context)
-        with open(os.path.join(config.workdir, "metrics.json"), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
+                               "w") as f:
             json.dump(metrics, f, indent=2)
     log.info("test accuracy %.4f, %s params, %s MACs", accuracy,
                  f"{report.params:,}", f"{report.macs:,}")
