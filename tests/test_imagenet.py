@@ -78,7 +78,7 @@ def _config(data_dir, workdir="", arg=""):
 
 
 def _losses(workdir):
-    with open(os.path.join(workdir, "log.csv")) as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, "log.csv")) as f:
         return [(int(r["epoch"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
@@ -284,16 +284,23 @@ def test_default_strategy_trains_and_resumes(shards, tmp_path, monkeypatch):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
-def test_mirrored_trains_with_label_smoothing(shards, tmp_path):
-    config = _config(shards, tmp_path,
+def test_mirrored_trains_with_label_smoothing_to_a_remote_workdir(
+        shards, tmp_path):
+    # ram:// goes through tf.io.gfile and Keras's remote-path code, as gs://.
+    workdir = f"ram://{tmp_path}"
+    config = _config(shards, workdir,
                      arg="strategy=mirrored,label_smoothing=0.1,epochs=1")
     metrics = training.run(config)
+    assert not os.path.exists("ram:")  # nothing written locally by mistake
     assert distribute.get("mirrored").num_replicas_in_sync == 2
-    losses = [loss for _, loss in _losses(tmp_path)]
+    losses = [loss for _, loss in _losses(workdir)]
     assert len(losses) == 1 and all(np.isfinite(losses))
     # Smoothing puts a floor under the loss: 0.1 of the mass is uniform.
     assert min(losses) > 0.1
-    model = keras.models.load_model(tmp_path / "model.keras")
+    assert tf.io.gfile.exists(f"{workdir}/backup")
+    with tf.io.gfile.GFile(f"{workdir}/metrics.json") as f:
+        assert json.load(f)["test_loss"] == metrics["test_loss"]
+    model = keras.models.load_model(f"{workdir}/model.keras")
     assert isinstance(model.loss, training.SmoothedCrossentropy)
     assert model.loss.label_smoothing == 0.1
     assert np.isfinite(metrics["test_loss"])
