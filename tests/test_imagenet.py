@@ -129,6 +129,18 @@ def test_pipeline_shapes_dtypes_labels_and_center_crop(shards, arrays):
     assert splits.representative(20).shape == (20, 64, 64, 3)
 
 
+def test_validation_split_holds_out_training_files(shards, arrays):
+    config = _config(shards, arg="validation_split=0.25")
+    splits = imagenet.make_splits(config, tf.distribute.get_strategy(), 8)
+    assert splits.train_size == NUM_TRAIN * 3 // 4  # 3 of the 4 files
+    labels = np.concatenate([y for _, y in splits.validation])
+    # The first shard, which holds images 0, 4, 8, ...
+    np.testing.assert_array_equal(labels, arrays[0][1][0::4])
+    with pytest.raises(ValueError, match="between 1 and 3 of the 4"):
+        imagenet.make_splits(_config(shards, arg="validation_split=0.9"),
+                             tf.distribute.get_strategy(), 8)
+
+
 def test_training_crops_are_random_resized_and_flipped(shards):
     config = _config(shards, arg="shuffle_buffer=1")
     layout = imagenet.detect_layout(shards)
