@@ -7,11 +7,10 @@ started again resumes from the last finished epoch (optimizer included).
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
-
-import logging
 
 import keras
 import tensorflow as tf
