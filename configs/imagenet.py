@@ -32,6 +32,7 @@ from keras_compact import methods
 DEFAULTS = {
     "slimconv": {"arch": "sc_resnet50"},
     "expandnet": {"arch": "mobilenet_v2", "expand": "cl"},
+    "xnet": {"arch": "x_resnet50"},
 }
 
 
