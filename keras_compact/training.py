@@ -1,4 +1,4 @@
-"""The training run behind `trainers.cifar`: data -> method -> fit -> export.
+"""The training run behind the trainers: data -> method -> fit -> export.
 
 `run(config)` is the whole job; the trainers only parse flags into a config.
 Every epoch is checkpointed in `<workdir>/backup`, and the same command
@@ -7,14 +7,16 @@ started again resumes from the last finished epoch (optimizer included).
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
 
-import logging
-
 import keras
+import tensorflow as tf
+from keras import ops
 
+from keras_compact import api
 from keras_compact import data as data_lib
 from keras_compact import distribute
 from keras_compact import export
@@ -100,11 +102,11 @@ def _global_batch(config, strategy):
     return config.batch_size
 
 
-def load_data(config, strategy):
+def _load_in_memory(config, strategy, batch_size):
     dataset = data_lib.load(config.dataset, config.data_dir)
     return data_lib.make_splits(
         dataset,
-        _global_batch(config, strategy),
+        batch_size,
         validation_split=config.validation_split,
         train_subset=config.train_subset,
         augment=config.augment,
@@ -112,6 +114,88 @@ def load_data(config, strategy):
         # An empty per-replica batch crashes oneDNN convs under tf.distribute.
         eval_drop_remainder=strategy.num_replicas_in_sync > 1,
     )
+
+
+# Datasets read from files as a stream instead of loaded into memory:
+# `name -> make_splits(config, strategy, global_batch_size) -> Splits`.
+STREAMED = Registry("streamed dataset")
+STREAMED.register("imagenet", data_lib.imagenet.make_splits)
+
+
+def load_data(config, strategy):
+    """The `Splits` of `config.dataset`, streamed or in memory."""
+    make_splits = (STREAMED.get(config.dataset) if config.dataset in STREAMED
+                   else _load_in_memory)
+    return make_splits(config, strategy, _global_batch(config, strategy))
+
+
+@api.serializable
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed one-hot targets.
+
+    The target is `(1 - label_smoothing)` on the true class plus
+    `label_smoothing / num_classes` on every class (Szegedy et al., 2016),
+    as `keras.losses.CategoricalCrossentropy(label_smoothing=...)` but for
+    integer labels (Keras's sparse cross-entropy has no smoothing).
+
+    Args:
+        label_smoothing: in [0, 1).
+        from_logits: whether predictions are logits.
+    """
+
+    def __init__(self, label_smoothing=0.1, from_logits=True,
+                 name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        targets = ops.one_hot(labels, ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(
+            targets, y_pred, from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing,
+                      from_logits=self.from_logits)
+        return config
+
+
+def _smooth_labels(model, config):
+    """Recompiles `model` with `SmoothedCrossentropy` in place of its loss.
+
+    Only for methods that compile with the plain sparse cross-entropy; the
+    rest of what the method compiled (metrics, jit, steps per execution,
+    optimizer) is kept through `get_compile_config`.
+    """
+    if not isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy):
+        raise ValueError(
+            f"label_smoothing={config.label_smoothing} needs a method that "
+            "trains with the plain sparse cross-entropy; --method="
+            f"{config.method} compiles {model.loss!r}. Set label_smoothing=0."
+        )
+    compile_config = model.get_compile_config()
+    compile_config["loss"] = keras.saving.serialize_keras_object(
+        SmoothedCrossentropy(config.label_smoothing,
+                             from_logits=model.loss.from_logits))
+    model.compile_from_config(compile_config)
+
+
+class _CSVLogger(keras.callbacks.CSVLogger):
+    """Keras 3.15's CSVLogger, fixed for gs:// files.
+
+    Its `on_train_end` reads `file.closed`, which `tf.io.gfile.GFile` (what
+    Keras opens for remote paths) does not have.
+    """
+
+    def on_train_end(self, logs=None):
+        if self.csv_file:
+            self.csv_file.close()
+            self.csv_file = None
+        self.writer = None
 
 
 def _callbacks(context, method, chief, images_per_epoch):
@@ -128,8 +212,7 @@ def _callbacks(context, method, chief, images_per_epoch):
     ]
     if chief:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"),
-                                      append=True),
+            _CSVLogger(os.path.join(workdir, "log.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                         write_graph=False),
         ]
@@ -184,7 +267,9 @@ def run(config):
     method = methods.get(config.method)
     strategy = distribute.get(config.strategy, tpu=config.tpu)
     chief = distribute.is_chief(strategy)
-    os.makedirs(config.workdir, exist_ok=True)
+    # tf.io.gfile: the workdir may be a gs:// path (Keras's callbacks and
+    # saving handle such paths themselves).
+    tf.io.gfile.makedirs(config.workdir)
     data = load_data(config, strategy)
     context = Context(config, strategy, config.workdir, data)
     if not method.prepare(context):
@@ -197,6 +282,8 @@ def run(config):
                                    data.num_classes)
         optimizer = optimizers.make_optimizer(config, steps_per_epoch)
         method.compile_model(model, optimizer, config)
+        if config.get("label_smoothing"):
+            _smooth_labels(model, config)
     callbacks, throughput = _callbacks(
         context, method, chief, steps_per_epoch * config.batch_size)
     train = data.train.repeat() if config.steps_per_epoch else data.train
@@ -230,7 +317,8 @@ def run(config):
     if chief:
         deployable.save(os.path.join(config.workdir, "deployable.keras"))
         metrics["exports"] = _export(deployable, context)
-        with open(os.path.join(config.workdir, "metrics.json"), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
+                               "w") as f:
             json.dump(metrics, f, indent=2)
     log.info("test accuracy %.4f, %s params, %s MACs", accuracy,
                  f"{report.params:,}", f"{report.macs:,}")

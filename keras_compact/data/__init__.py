@@ -2,6 +2,7 @@
 
 from keras_compact.data import cifar
 from keras_compact.data import fashion_mnist
+from keras_compact.data import imagenet
 from keras_compact.data import synthetic
 from keras_compact.data.pipeline import Splits
 from keras_compact.data.pipeline import make_dataset
