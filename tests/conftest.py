@@ -22,3 +22,6 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+    # Each MirroredStrategy in one process must use fresh collective keys,
+    # or a later test's all-reduce meets an earlier one's instance.
+    tf.distribute.MirroredStrategy._collective_key_base += 10_000

@@ -10,6 +10,8 @@ from keras_compact import models
 # Keras's Conv2D(groups > 1) runs through XLA on TF CPU, ~130x slower than
 # layers.GroupedConv2D; nothing in the library may build it.
 _SHAPES = ((32, 32, 3), (64, 64, 3), (224, 224, 3))
+# APS builds the plain network of searched widths: use a shipped config.
+_RECIPE_ARGS = {"aps": "widths=resnet20_20.6M"}
 
 
 def _build(builder):
@@ -37,6 +39,6 @@ def test_registered_archs_use_the_fast_grouped_conv(arch):
 @pytest.mark.parametrize("name", methods.names())
 def test_method_models_use_the_fast_grouped_conv(name):
     method = methods.get(name)
-    config = loader.load(name)
+    config = loader.load(name, arg=_RECIPE_ARGS.get(name, ""))
     model = _build(lambda shape: method.build_model(config, shape, 10))
     assert _slow_grouped_convs(model) == []

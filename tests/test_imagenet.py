@@ -42,19 +42,6 @@ def _images(source, count, offset=0):
     return x, source.y_train[offset:offset + count]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    """Gives MirroredStrategy objects made after each test their own keys.
-
-    Strategies of one process otherwise reuse collective group and instance
-    keys, and a later mirrored fit with other variable shapes fails with
-    "Shape mismatch in the collective instance" (TF's own tests move
-    `_collective_key_base` the same way).
-    """
-    yield
-    tf.distribute.MirroredStrategy._collective_key_base += 10_000
-
-
 @pytest.fixture(scope="module")
 def arrays():
     source = data.load("fashion_mnist")

@@ -201,7 +201,8 @@ def test_trainer_cli_help_lists_registries():
         [sys.executable, "-m", "trainers.cifar", "--helpshort"], cwd=ROOT,
         capture_output=True, text=True, timeout=120)
     # absl exits with 1 after printing the help.
-    assert "resnet56" in result.stdout, result.stderr[-2000:] and "fashion_mnist" in result.stdout
+    assert "resnet56" in result.stdout, result.stderr[-2000:]
+    assert "fashion_mnist" in result.stdout
     assert "--workdir" in result.stdout
 
 

@@ -56,7 +56,8 @@ class GroupedConv2D(keras.layers.Layer):
         self.strides = _pair(strides, "strides")
         if padding not in ("valid", "same"):
             raise ValueError(
-                f"padding must be 'valid' or 'same'. Received: padding={padding}"
+                "padding must be 'valid' or 'same'. Received: "
+                f"padding={padding}."
             )
         self.padding = padding
         if groups < 1 or filters % groups:

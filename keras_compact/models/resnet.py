@@ -173,8 +173,8 @@ def _build(arch, stem, input_shape, num_classes, **kwargs):
     if groups != 1 or base_width != 64:
         block = functools.partial(block, groups=groups, base_width=base_width)
     kwargs.setdefault("name", arch if stem == "imagenet" else f"{arch}_{stem}")
-    return resnet(depths, input_shape, num_classes, block=block, stem=stem,
-                  **kwargs)
+    kwargs.setdefault("block", block)  # a method may pass its own block
+    return resnet(depths, input_shape, num_classes, stem=stem, **kwargs)
 
 
 for _arch in RESNETS:
