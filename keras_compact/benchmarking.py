@@ -89,6 +89,17 @@ def training_throughput(model, batch_size=128, steps=20, warmup=3):
     return batch_size / statistics.median(timer.times)
 
 
+def input_throughput(dataset, epochs=2):
+    """Images/s of a batched `tf.data` pipeline (median of full passes)."""
+    rates = []
+    for _ in range(epochs):
+        start, count = time.perf_counter(), 0
+        for images, _ in dataset:
+            count += int(images.shape[0])
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def matmul_peak_flops(size=2048, repeats=10):
     """Measured fp32 FLOP/s of a large TF matmul: the CPU's practical peak."""
     a = tf.random.normal((size, size))

@@ -51,6 +51,10 @@ flags.DEFINE_integer("train_steps", 15, "Timed training steps.")
 flags.DEFINE_integer("threads", 1, "LiteRT interpreter threads.")
 flags.DEFINE_bool("int8", True, "Also measure int8 LiteRT latency.")
 flags.DEFINE_string("output", "benchmark", "Output path prefix.")
+flags.DEFINE_bool("jit_compile", False, "Train with XLA for the images/s "
+                  "column.")
+flags.DEFINE_bool("input_pipeline", False, "Also measure the training "
+                  "tf.data pipeline of --dataset (images/s).")
 flags.DEFINE_enum("compare", "", ["", "pytorch"], "Compare training speed "
                   "with another framework instead of the method table.")
 flags.DEFINE_list("archs", ["resnet20", "resnet56"], "CIFAR ResNets for "
@@ -71,6 +75,7 @@ def _measure_pair(pair):
     method_name, _, arch = pair.partition(":")
     config = loader.load(method_name, arg=f"arch={arch}" if arch else "")
     config.dataset = FLAGS.dataset
+    config.jit_compile = FLAGS.jit_compile
     input_shape, num_classes = _SHAPES[FLAGS.dataset]
     method = methods.get(method_name)
     model = method.build_model(config, input_shape, num_classes)
@@ -216,6 +221,10 @@ def main(argv):
         with open(f"{FLAGS.output}.json", "w") as f:
             json.dump(rows, f, indent=2)
         return
+    if FLAGS.input_pipeline:
+        splits = data.make_splits(data.load(FLAGS.dataset), FLAGS.batch_size)
+        rate = benchmarking.input_throughput(splits.train)
+        print(f"{FLAGS.dataset} training pipeline: {rate:.0f} images/s")
     rows = [_measure_pair(p) for p in FLAGS.pairs]
     rows = benchmarking.add_ratios(
         rows + [_measure_run(w) for w in FLAGS.runs])
