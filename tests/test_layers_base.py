@@ -99,3 +99,25 @@ def test_grouped_conv_rejects_bad_groups():
         layers.GroupedConv2D(10, 3, groups=4)
     with pytest.raises(ValueError, match="Input channels"):
         layers.GroupedConv2D(8, 3, groups=4)(np.zeros((1, 5, 5, 6)))
+
+
+def test_fused_and_plain_batch_norm_train_to_the_same_losses():
+    """A ResNet-20 trained with the fused BN path and with Keras's own."""
+    from keras_compact import models
+
+    x = np.random.default_rng(4).normal(size=(32, 32, 32, 3)).astype(
+        "float32")
+    y = np.random.default_rng(5).integers(0, 10, 32)
+    histories = []
+    for fusable in (True, False):
+        keras.utils.set_random_seed(7)
+        model = models.build("resnet20", (32, 32, 3), 10)
+        for layer in model.layers:
+            if isinstance(layer, layers.BatchNormalization) and not fusable:
+                layer._fusable = lambda inputs, mask: False
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(True))
+        histories.append(model.fit(x, y, batch_size=16, epochs=3,
+                                   shuffle=False, verbose=0).history["loss"])
+    assert histories[0] != histories[1]  # both paths really ran
+    np.testing.assert_allclose(histories[0], histories[1], rtol=2e-3)

@@ -2,6 +2,7 @@
 
   python -m tools.benchmark --pairs=baseline:resnet20,baseline:resnet56
   python -m tools.benchmark --pairs=baseline:resnet20 --runs=runs/baseline
+  python -m tools.benchmark --pairs=aps:resnet20:widths=resnet20_20.6M
 
 Each `method:arch` pair is built with its recipe (`configs/<method>.py`),
 transformed to its deployable form and measured: params and MACs of the
@@ -42,7 +43,8 @@ from keras_compact import profiling  # noqa: E402
 from keras_compact import training  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("pairs", ["baseline:resnet20"], "method:arch pairs.")
+flags.DEFINE_list("pairs", ["baseline:resnet20"], "method:arch pairs; "
+                  "method:arch:key=value;key=value sets recipe fields.")
 flags.DEFINE_list("runs", [], "Workdirs of finished trainings to include.")
 flags.DEFINE_string("dataset", "cifar10", "Sets input shape and classes; "
                     "synthetic data of that shape is used.")
@@ -72,8 +74,11 @@ def _context(config):
 
 
 def _measure_pair(pair):
-    method_name, _, arch = pair.partition(":")
-    config = loader.load(method_name, arg=f"arch={arch}" if arch else "")
+    method_name, _, rest = pair.partition(":")
+    arch, _, recipe_arg = rest.partition(":")
+    config = loader.load(method_name, arg=",".join(
+        filter(None, (f"arch={arch}" if arch else "",
+                      recipe_arg.replace(";", ",")))))
     config.dataset = FLAGS.dataset
     config.jit_compile = FLAGS.jit_compile
     input_shape, num_classes = _SHAPES[FLAGS.dataset]
