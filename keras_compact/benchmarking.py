@@ -4,6 +4,7 @@ Timings on shared machines are noisy: report medians of repeats and compare
 models as ratios measured in the same run.
 """
 
+import logging
 import os
 import statistics
 import tempfile
@@ -14,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact import export
+
+log = logging.getLogger("keras_compact")
 
 
 def litert_latency(model, quantization="float32", repeats=7, invokes=50,
@@ -27,7 +30,7 @@ def litert_latency(model, quantization="float32", repeats=7, invokes=50,
         threads: interpreter threads (1 is what phone numbers usually use).
         representative_data: calibration inputs for int8 (random if None).
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert import interpreter as litert
 
     shape = tuple(model.inputs[0].shape[1:])
     if representative_data is None and quantization == "int8":
@@ -37,12 +40,16 @@ def litert_latency(model, quantization="float32", repeats=7, invokes=50,
         path = export.to_litert(model, os.path.join(tmp, "m.tflite"),
                                 quantization, representative_data)
         size = os.path.getsize(path)
-        interpreter = Interpreter(model_path=path, num_threads=threads)
-    interpreter.allocate_tensors()
-    (inp,) = interpreter.get_input_details()
-    interpreter.set_tensor(inp["index"], np.zeros((1, *shape), inp["dtype"]))
-    for _ in range(5):
-        interpreter.invoke()
+        try:
+            interpreter = _ready_interpreter(litert, path, threads, shape)
+        except RuntimeError as error:
+            # XNNPACK refuses some int8 graphs (seen with SlimConv); time
+            # LiteRT's builtin kernels instead, as a deployment would.
+            log.warning("XNNPACK failed (%s); timing builtin kernels.",
+                        str(error).splitlines()[0])
+            interpreter = _ready_interpreter(
+                litert, path, threads, shape,
+                litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     means = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -50,6 +57,19 @@ def litert_latency(model, quantization="float32", repeats=7, invokes=50,
             interpreter.invoke()
         means.append((time.perf_counter() - start) / invokes * 1e3)
     return statistics.median(means), size
+
+
+def _ready_interpreter(litert, path, threads, shape, resolver=None):
+    kwargs = {} if resolver is None else {
+        "experimental_op_resolver_type": resolver}
+    interpreter = litert.Interpreter(model_path=path, num_threads=threads,
+                                     **kwargs)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    interpreter.set_tensor(inp["index"], np.zeros((1, *shape), inp["dtype"]))
+    for _ in range(5):
+        interpreter.invoke()
+    return interpreter
 
 
 def _synthetic_batches(shape, num_classes, batch_size):
