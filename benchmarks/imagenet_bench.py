@@ -125,7 +125,8 @@ def _training():
             optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         speeds[arch] = benchmarking.training_throughput(
-            model, batch_size=_BATCH.value, steps=_STEPS.value, warmup=1)
+            model, (224, 224, 3), 1000, batch_size=_BATCH.value,
+            steps=_STEPS.value, warmup=1)
         _report(mode="training", arch=arch, batch_size=_BATCH.value,
                 load_average=os.getloadavg()[0],
                 images_per_second=round(speeds[arch], 2))

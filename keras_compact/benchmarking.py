@@ -95,13 +95,13 @@ class _StepTimer(keras.callbacks.Callback):
             self.times.append(time.perf_counter() - self._start)
 
 
-def training_throughput(model, batch_size=128, steps=20, warmup=3):
+def training_throughput(model, shape, num_classes, batch_size=128, steps=20,
+                        warmup=3):
     """Training images/s of a compiled model on random data (median step).
 
-    The model must be compiled (with its method's optimizer and train step).
+    The model must be compiled (with its method's optimizer and train step);
+    `shape` is one input image's shape.
     """
-    shape = tuple(model.inputs[0].shape[1:])
-    num_classes = model.outputs[0].shape[-1]
     timer = _StepTimer(warmup)
     model.fit(_synthetic_batches(shape, num_classes, batch_size),
               steps_per_epoch=steps + warmup, epochs=1, verbose=0,

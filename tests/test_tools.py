@@ -31,8 +31,8 @@ def test_training_throughput_consumes_the_loss():
     model = _tiny_model()
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
     before = [w.numpy() for w in model.trainable_weights]
-    rate = benchmarking.training_throughput(model, batch_size=16, steps=3,
-                                            warmup=1)
+    rate = benchmarking.training_throughput(model, (8, 8, 3), 10,
+                                            batch_size=16, steps=3, warmup=1)
     assert rate > 0
     after = model.trainable_weights
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, after))

@@ -87,7 +87,7 @@ def _measure_pair(pair):
     method.compile_model(model, optimizers.make_optimizer(config, 100),
                          config)
     images_per_second = benchmarking.training_throughput(
-        model, FLAGS.batch_size, FLAGS.train_steps)
+        model, input_shape, num_classes, FLAGS.batch_size, FLAGS.train_steps)
     deployable = method.deployable(model, _context(config))
     row = _measure_deployable(deployable)
     row.update(method=method_name, arch=config.arch,
