@@ -8,9 +8,6 @@ import csv
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -25,8 +22,8 @@ from keras_compact import models
 from keras_compact import training
 from keras_compact.data import fashion_mnist
 from keras_compact.data import imagenet
+from tests import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_TEST, SHAPE = 64, 16, (80, 64)
 
 pytestmark = pytest.mark.skipif(
@@ -324,28 +321,12 @@ def test_mirrored_trains_with_label_smoothing_to_a_remote_workdir(
     assert np.isfinite(metrics["test_loss"])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_workers(workdir, shards, epochs):
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
-    workers = []
-    for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "trainers.imagenet", "--method=baseline",
-             "--smoke", f"--data_dir={shards}", "--strategy=multi_worker",
-             f"--workdir={workdir}", "--batch_size=16", f"--epochs={epochs}",
-             "--steps_per_epoch=3", "--set=verbose=0,num_classes=10"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
-    for worker in workers:
-        output = worker.communicate(timeout=600)[0]
-        assert worker.returncode == 0, output[-3000:]
+    testing.run_local_workers(
+        ["trainers.imagenet", "--method=baseline", "--smoke",
+         f"--data_dir={shards}", "--strategy=multi_worker",
+         f"--workdir={workdir}", "--batch_size=16", f"--epochs={epochs}",
+         "--steps_per_epoch=3", "--set=verbose=0,num_classes=10"])
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -17,8 +16,9 @@ from keras_compact import distribute
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import training
+from tests import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = testing.ROOT
 
 
 def _smoke_config(workdir, **fields):
@@ -162,28 +162,12 @@ def test_multi_worker_needs_tf_config(monkeypatch):
         distribute.get("multi_worker")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
-    workers = []
-    for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "trainers.cifar", "--method=baseline",
-             "--smoke", "--dataset=synthetic", "--strategy=multi_worker",
-             f"--workdir={tmp_path}", "--set=verbose=0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
-    for worker in workers:
-        output = worker.communicate(timeout=300)[0]
-        assert worker.returncode == 0, output[-3000:]
+    testing.run_local_workers(
+        ["trainers.cifar", "--method=baseline", "--smoke",
+         "--dataset=synthetic", "--strategy=multi_worker",
+         f"--workdir={tmp_path}", "--set=verbose=0"], timeout=300)
     weights = []
     for backup in ("backup", "backup_worker1"):
         model = models.build("resnet20", (32, 32, 3), 10)

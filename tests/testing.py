@@ -1,6 +1,10 @@
 """Shared test helpers in the keras-hub style (`keras.testing` is private)."""
 
+import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -94,3 +98,32 @@ def run_litert_export_test(model, input_data, atol=1e-4):
         path = export.to_litert(model, os.path.join(tmp, "model.tflite"))
         actual = run_litert(path, input_data)
     np.testing.assert_allclose(actual, expected, atol=atol)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_local_workers(trainer_args, count=2, timeout=600):
+    """Runs `python -m <trainer_args>` as `count` workers of one cluster.
+
+    Each process gets the same localhost cluster in TF_CONFIG (free ports
+    chosen now) and its own task index; fails with a worker's output tail
+    if any exits non-zero.
+    """
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(count)]}
+    workers = []
+    for index in range(count):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", *trainer_args], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for worker in workers:
+        output = worker.communicate(timeout=timeout)[0]
+        assert worker.returncode == 0, output[-3000:]
