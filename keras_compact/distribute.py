@@ -99,6 +99,15 @@ def is_chief(strategy):
             and "chief" not in config.get("cluster", {}))
 
 
+def num_replicas():
+    """Replicas of the strategy in scope (1 outside any strategy).
+
+    Keras losses divide by it under tf.distribute; a hand-made loss term
+    does the same, and logging multiplies it back.
+    """
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def worker_index():
     """This process's task index in TF_CONFIG (0 without a cluster)."""
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})

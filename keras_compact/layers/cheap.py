@@ -100,7 +100,10 @@ class CheapBlock(keras.layers.Layer):
     `y = o + shortcut(x)`: the spatial ops act at the input resolution, the
     1x1 `conv2` carries the stride, BN follows only the 1x1 convs, and there
     is no ReLU after the addition. The shortcut is the identity, or a strided
-    1x1 conv + BN when the shape changes. Subclasses define the spatial op.
+    1x1 conv + BN when the shape changes. Subclasses define the spatial op
+    with two methods: `spatial(channels, name)` returns the cheap 3x3 layer
+    on `channels` channels (C -> C), and `spatial_macs(height, width,
+    channels)` its MACs on a `height x width x channels` map.
 
     Args:
         filters: output channels (the reference's expansion is always 1).
@@ -134,14 +137,6 @@ class CheapBlock(keras.layers.Layer):
             return cls(filters, strides=strides, name=name, **kwargs)(x)
 
         return block
-
-    def spatial(self, channels, name):
-        """The cheap 3x3 operation on `channels` channels (C -> C)."""
-        raise NotImplementedError
-
-    def spatial_macs(self, height, width, channels):
-        """MACs of `spatial` on a `height x width x channels` map."""
-        raise NotImplementedError
 
     def build(self, input_shape):
         channels = input_shape[-1]

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_compact import api
+from keras_compact import distribute
 from keras_compact import losses
 
 
@@ -75,7 +76,7 @@ class TeacherDistillationModel(keras.Model):
             loss += self.weight * self.distillation(teacher_logits, logits,
                                                     sample_weight)
             if self.student.losses:
-                loss += ops.sum(self.student.losses) / _replicas()
+                loss += ops.sum(self.student.losses) / distribute.num_replicas()
             scaled = self.optimizer.scale_loss(loss)
         variables = self.student.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -89,7 +90,7 @@ class TeacherDistillationModel(keras.Model):
 
     def _update_metrics(self, loss, y, logits, sample_weight):
         # Keras losses are divided by the replicas; log the replica's loss.
-        self.loss_tracker.update_state(loss * _replicas(),
+        self.loss_tracker.update_state(loss * distribute.num_replicas(),
                                        sample_weight=ops.shape(y)[0])
         self.accuracy.update_state(y, logits, sample_weight)
         return {m.name: m.result() for m in self.metrics}
@@ -112,10 +113,6 @@ class TeacherDistillationModel(keras.Model):
         for key in ("student", "teacher"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def load_teacher(path):

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_compact import api
+from keras_compact import distribute
 from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
@@ -132,7 +133,7 @@ class OnlineDistillationModel(keras.Model):
             loss += self.cross_entropy(y, logits, sample_weight)
             loss += self.distillation(teacher_logits, logits, sample_weight)
         if self.losses:
-            loss += ops.sum(self.losses) / _replicas()
+            loss += ops.sum(self.losses) / distribute.num_replicas()
         return loss
 
     def train_step(self, data):
@@ -159,7 +160,7 @@ class OnlineDistillationModel(keras.Model):
                         sample_weight):
         # The tracker sums over replicas: log the unscaled replica loss,
         # weighted by the replica's batch size.
-        self.loss_tracker.update_state(loss * _replicas(),
+        self.loss_tracker.update_state(loss * distribute.num_replicas(),
                                        sample_weight=ops.shape(y)[0])
         for metric, logits in zip(self.student_accuracy, student_logits):
             metric.update_state(y, logits, sample_weight)
@@ -221,10 +222,6 @@ def _features_and_logits(student):
             "pools before its classifier.")
     return keras.Model(student.inputs, [pools[-1].input, student.outputs[0]],
                        name=f"{student.name}_branch")
-
-
-def _replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 # Each --block builds the students' residual block from the config.
