@@ -336,13 +336,8 @@ def test_two_workers_train_resume_and_agree(shards, tmp_path):
     # Started again with more epochs, both workers resume after epoch 0.
     _run_workers(tmp_path, shards, epochs=2)
     assert [e for e, _ in _losses(tmp_path)] == [0, 1]
-    weights = []
-    for backup in ("backup", "backup_worker1"):
-        model = models.build("resnet18", (64, 64, 3), 10)
-        model.load_weights(tmp_path / backup / "latest.weights.h5")
-        weights.append([w.numpy() for w in model.trainable_weights])
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
+    testing.assert_workers_agree(
+        str(tmp_path), lambda: models.build("resnet18", (64, 64, 3), 10))
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f)["dataset"] == "imagenet"
     assert not os.path.isdir(tmp_path / "backup_worker0")

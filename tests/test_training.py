@@ -168,13 +168,8 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
         ["trainers.cifar", "--method=baseline", "--smoke",
          "--dataset=synthetic", "--strategy=multi_worker",
          f"--workdir={tmp_path}", "--set=verbose=0"], timeout=300)
-    weights = []
-    for backup in ("backup", "backup_worker1"):
-        model = models.build("resnet20", (32, 32, 3), 10)
-        model.load_weights(tmp_path / backup / "latest.weights.h5")
-        weights.append([w.numpy() for w in model.trainable_weights])
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
+    testing.assert_workers_agree(
+        str(tmp_path), lambda: models.build("resnet20", (32, 32, 3), 10))
     # Only the chief writes the final model and metrics.
     assert os.path.isfile(tmp_path / "metrics.json")
     assert not os.path.isdir(tmp_path / "backup_worker0")

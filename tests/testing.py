@@ -127,3 +127,17 @@ def run_local_workers(trainer_args, count=2, timeout=600):
     for worker in workers:
         output = worker.communicate(timeout=timeout)[0]
         assert worker.returncode == 0, output[-3000:]
+
+
+def assert_workers_agree(workdir, build_model):
+    """Both workers' resume checkpoints hold identical trainable weights.
+
+    `build_model()` returns a fresh model of the trained architecture.
+    """
+    weights = []
+    for backup in ("backup", "backup_worker1"):
+        model = build_model()
+        model.load_weights(os.path.join(workdir, backup, "latest.weights.h5"))
+        weights.append([w.numpy() for w in model.trainable_weights])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
