@@ -97,8 +97,22 @@ def test_grouped_conv_layer_contract():
 def test_grouped_conv_rejects_bad_groups():
     with pytest.raises(ValueError, match="divisible by groups"):
         layers.GroupedConv2D(10, 3, groups=4)
-    with pytest.raises(ValueError, match="Input channels"):
+    with pytest.raises(ValueError, match="input channels"):
         layers.GroupedConv2D(8, 3, groups=4)(np.zeros((1, 5, 5, 6)))
+
+
+@pytest.mark.parametrize("make_conv", [
+    lambda **kw: layers.GroupedConv2D(8, **kw),
+    lambda **kw: layers.ExpandedConv2D(8, **kw),
+    lambda **kw: layers.ExpanderConv2D(8, expand_ratio=2, **kw),
+], ids=["grouped", "expanded", "expander"])
+def test_conv_layers_reject_bad_geometry_alike(make_conv):
+    with pytest.raises(ValueError, match=r"padding must be one of \('valid', "
+                       r"'same'\).*ZeroPadding2D.*Received: padding='SAME'"):
+        make_conv(kernel_size=3, padding="SAME")
+    with pytest.raises(ValueError, match=r"kernel_size must be a positive "
+                       r"int or pair. Received: kernel_size=\(3, 0\)"):
+        make_conv(kernel_size=(3, 0))
 
 
 def test_fused_and_plain_batch_norm_train_to_the_same_losses():

@@ -39,9 +39,8 @@ import numpy as np
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 from keras_compact.layers.grouped_conv import GroupedConv2D
-from keras_compact.layers.grouped_conv import _conv_length
-from keras_compact.layers.grouped_conv import _pair
 
 IMPLEMENTATIONS = ("masked", "gather")
 REGULAR_SIDES = ("out", "in")
@@ -214,11 +213,9 @@ class _Expander(keras.layers.Layer):
         self.seed = int(np.random.randint(2**31 - 1) if seed is None
                         else seed)
         self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or self._default_initializer())
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        conv_args.set_weight_settings(
+            self, kernel_initializer or self._default_initializer(),
+            bias_initializer, kernel_regularizer, bias_regularizer)
 
     def connectivity(self, in_channels):
         """The seeded 0/1 mask `(in_channels, units)` of this layer."""
@@ -371,14 +368,7 @@ class _Expander(keras.layers.Layer):
             impl=self.impl,
             seed=self.seed,
             use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(
-                self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(
-                self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(
-                self.kernel_regularizer),
-            bias_regularizer=keras.regularizers.serialize(
-                self.bias_regularizer),
+            **conv_args.weight_settings_config(self),
         )
         return config
 
@@ -435,12 +425,8 @@ class ExpanderConv2D(_Expander):
                  **kwargs):
         super().__init__(filters, **kwargs)
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same'. Received: "
-                             f"padding={padding!r}.")
-        self.padding = padding
+        self.kernel_size, self.strides, self.padding = conv_args.geometry(
+            kernel_size, strides, padding)
 
     @staticmethod
     def _default_initializer():
@@ -484,15 +470,7 @@ class ExpanderConv2D(_Expander):
         return self._add_bias(outputs)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        return (
-            batch,
-            _conv_length(height, self.kernel_size[0], self.strides[0],
-                         self.padding),
-            _conv_length(width, self.kernel_size[1], self.strides[1],
-                         self.padding),
-            self.filters,
-        )
+        return conv_args.output_shape(self, input_shape)
 
     def profile(self, input_shape, output_shape):
         """Counts only existing connections (`COUNTING_CONVENTION`)."""

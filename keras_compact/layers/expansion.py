@@ -24,9 +24,8 @@ import numpy as np
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 from keras_compact.layers.grouped_conv import GroupedConv2D
-from keras_compact.layers.grouped_conv import _conv_length
-from keras_compact.layers.grouped_conv import _pair
 
 STRATEGIES = ("cl", "ck")
 
@@ -114,14 +113,8 @@ class ExpandedConv2D(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        if padding not in ("valid", "same"):
-            raise ValueError(
-                "padding must be 'valid' or 'same' (for explicit pads put a "
-                f"ZeroPadding2D before the layer). Received: padding={padding}"
-            )
-        self.padding = padding
+        self.kernel_size, self.strides, self.padding = conv_args.geometry(
+            kernel_size, strides, padding)
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}. "
                              f"Received: strategy={strategy}")
@@ -137,19 +130,14 @@ class ExpandedConv2D(keras.layers.Layer):
             raise ValueError("expansion_rate must be positive. Received: "
                              f"expansion_rate={expansion_rate}")
         self.expansion_rate = expansion_rate
-        if groups < 1 or filters % groups:
-            raise ValueError(f"filters must be divisible by groups. Received:"
-                             f" filters={filters}, groups={groups}.")
+        conv_args.check_groups(filters, groups)
         self.groups = groups
         self.expand_input = expand_input
         self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or torch_default_kernel())
-        self.bias_initializer = (
-            None if bias_initializer is None
-            else keras.initializers.get(bias_initializer))
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        # A None bias initializer means PyTorch's, which needs the fan-in.
+        conv_args.set_weight_settings(
+            self, kernel_initializer or torch_default_kernel(),
+            bias_initializer, kernel_regularizer, bias_regularizer)
 
     def _plan(self, in_channels):
         """`[(width, kernel, strides)]` of the chain, in order."""
@@ -207,12 +195,7 @@ class ExpandedConv2D(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        return (batch,
-                *(_conv_length(length, kernel, stride, self.padding)
-                  for length, kernel, stride in zip(
-                      (height, width), self.kernel_size, self.strides)),
-                self.filters)
+        return conv_args.output_shape(self, input_shape)
 
     def profile(self, input_shape, output_shape):
         """Params and MACs of the chain as trained (not the compact layer)."""
@@ -278,7 +261,7 @@ class ExpandedConv2D(keras.layers.Layer):
             groups=self.groups,
             expand_input=self.expand_input,
             use_bias=self.use_bias,
-            **_serialized_initializers(self),
+            **conv_args.weight_settings_config(self),
         )
         return config
 
@@ -329,13 +312,10 @@ class ExpandedDense(keras.layers.Layer):
         self.hidden_units = None if hidden_units is None else tuple(
             hidden_units)
         self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or torch_default_kernel())
-        self.bias_initializer = (
-            None if bias_initializer is None
-            else keras.initializers.get(bias_initializer))
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        # A None bias initializer means PyTorch's, which needs the fan-in.
+        conv_args.set_weight_settings(
+            self, kernel_initializer or torch_default_kernel(),
+            bias_initializer, kernel_regularizer, bias_regularizer)
 
     def build(self, input_shape):
         in_units = input_shape[-1]
@@ -401,7 +381,7 @@ class ExpandedDense(keras.layers.Layer):
             expansion_rate=self.expansion_rate,
             hidden_units=self.hidden_units,
             use_bias=self.use_bias,
-            **_serialized_initializers(self),
+            **conv_args.weight_settings_config(self),
         )
         return config
 
@@ -464,20 +444,6 @@ def fresh_initializer(initializer):
         return None
     return keras.initializers.deserialize(
         keras.initializers.serialize(initializer))
-
-
-def _serialized_initializers(layer):
-    return dict(
-        kernel_initializer=keras.initializers.serialize(
-            layer.kernel_initializer),
-        bias_initializer=(None if layer.bias_initializer is None else
-                          keras.initializers.serialize(
-                              layer.bias_initializer)),
-        kernel_regularizer=keras.regularizers.serialize(
-            layer.kernel_regularizer),
-        bias_regularizer=keras.regularizers.serialize(
-            layer.bias_regularizer),
-    )
 
 
 def _same_pads(length, kernel, stride):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 
 
 @api.serializable
@@ -51,36 +52,19 @@ class GroupedConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        conv_args.check_groups(filters, groups)
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        if padding not in ("valid", "same"):
-            raise ValueError(
-                "padding must be 'valid' or 'same'. Received: "
-                f"padding={padding}."
-            )
-        self.padding = padding
-        if groups < 1 or filters % groups:
-            raise ValueError(
-                f"filters must be divisible by groups. Received: "
-                f"filters={filters}, groups={groups}."
-            )
+        self.kernel_size, self.strides, self.padding = conv_args.geometry(
+            kernel_size, strides, padding)
         self.groups = groups
         self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or kaiming_normal()
-        )
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        conv_args.set_weight_settings(
+            self, kernel_initializer or kaiming_normal(), bias_initializer,
+            kernel_regularizer, bias_regularizer)
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        if channels % self.groups:
-            raise ValueError(
-                f"Input channels must be divisible by groups. Received: "
-                f"input channels={channels}, groups={self.groups}."
-            )
+        conv_args.check_groups(channels, self.groups, "input channels")
         self.kernel = self.add_weight(
             name="kernel",
             shape=(*self.kernel_size, channels // self.groups, self.filters),
@@ -115,15 +99,7 @@ class GroupedConv2D(keras.layers.Layer):
         return outputs
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        return (
-            batch,
-            _conv_length(height, self.kernel_size[0], self.strides[0],
-                         self.padding),
-            _conv_length(width, self.kernel_size[1], self.strides[1],
-                         self.padding),
-            self.filters,
-        )
+        return conv_args.output_shape(self, input_shape)
 
     def profile(self, input_shape, output_shape):
         """Params and MACs: each output sees `in_channels / groups` inputs."""
@@ -142,18 +118,7 @@ class GroupedConv2D(keras.layers.Layer):
             padding=self.padding,
             groups=self.groups,
             use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            bias_initializer=keras.initializers.serialize(
-                self.bias_initializer
-            ),
-            kernel_regularizer=keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            bias_regularizer=keras.regularizers.serialize(
-                self.bias_regularizer
-            ),
+            **conv_args.weight_settings_config(self),
         )
         return config
 
@@ -164,18 +129,3 @@ def kaiming_normal():
         scale=2.0, mode="fan_in", distribution="untruncated_normal"
     )
 
-
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(v < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or pair. "
-                         f"Received: {name}={value}.")
-    return pair
-
-
-def _conv_length(length, kernel, stride, padding):
-    if length is None:
-        return None
-    if padding == "same":
-        return -(-length // stride)
-    return (length - kernel) // stride + 1
