@@ -16,6 +16,7 @@ the budget, the orthogonality loss covers every stage, and the learning-rate
 and warm-up epochs are not shifted by one.
 """
 
+import dataclasses
 import json
 import os
 
@@ -977,23 +978,29 @@ class APSMobileNetV2(_Supernet):
 
 # -- Search -----------------------------------------------------------------
 
+REWARD_SOURCES = ("held_out", "train")
+
 
 class ChannelSearchModel(keras.Model):
     """Alternating weight and controller steps in one `train_step`.
 
-    `fit` takes a dataset of `((x_train, y_train), (x_held_out,
-    y_held_out))` pairs. In warm-up every step trains the supernet on a
-    uniformly sampled architecture. After `start_search()`, each step first
-    samples `a ~ pi`, rewards it with `acc(held-out batch) (F/T)^alpha`
-    (`^beta` over budget) and takes an Adam step on
+    With `reward_source="held_out"` (the CIFAR learner) `fit` takes a
+    dataset of `((x_train, y_train), (x_held_out, y_held_out))` pairs. In
+    warm-up every step trains the supernet on a uniformly sampled
+    architecture. After `start_search()`, each step first samples
+    `a ~ pi`, rewards it with `acc(held-out batch) (F/T)^alpha` (`^beta`
+    over budget) and takes an Adam step on
     `-logP(a) (R - b) - entropy_coeff H` with a moving-average baseline b;
     then it trains the supernet on a new sample from pi, plus a projected
     SGD step of the projections on the orthogonality loss (the APS-T
-    transition from strong to weak sharing). Each phase is traced once,
-    whatever the architectures sampled.
+    transition from strong to weak sharing). With `reward_source="train"`
+    (the ImageNet learner, spec 2.4) `fit` takes plain `(x, y)` batches and
+    each step samples one `a ~ pi`, trains the supernet on it and rewards
+    the controller with that same forward's training-batch accuracy. Each
+    phase is traced once, whatever the architectures sampled.
 
     Args:
-        supernet: an `APSResNetCifar`.
+        supernet: an `APSResNetCifar`, `APSResNet` or `APSMobileNetV2`.
         max_macs: the FLOPs budget T (table MACs).
         controller_hidden: LSTM width of the controller.
         entropy_coeff: entropy bonus weight.
@@ -1003,6 +1010,8 @@ class ChannelSearchModel(keras.Model):
         orthogonal_weight: weight of the orthogonality loss.
         weight_decay: coupled L2 of the meta-weights and projections.
         arch_weight_decay: coupled L2 of the controller.
+        reward_source: `"held_out"` (a second batch per step) or `"train"`
+            (the training batch's own forward).
 
     Example:
 
@@ -1020,8 +1029,14 @@ class ChannelSearchModel(keras.Model):
     def __init__(self, supernet, max_macs, controller_hidden=100,
                  entropy_coeff=4e-3, baseline_decay=0.99, reward_alpha=0.0,
                  reward_beta=-0.1, orthogonal_weight=5e-3,
-                 weight_decay=2e-4, arch_weight_decay=1e-3, **kwargs):
+                 weight_decay=2e-4, arch_weight_decay=1e-3,
+                 reward_source="held_out", **kwargs):
         super().__init__(**kwargs)
+        if reward_source not in REWARD_SOURCES:
+            raise ValueError(
+                f"reward_source must be one of {', '.join(REWARD_SOURCES)}."
+                f" Received: '{reward_source}'.")
+        self.reward_source = reward_source
         minimum = int(supernet.macs(np.zeros(supernet.num_decisions,
                                              "int32")))
         if max_macs < minimum:
@@ -1034,8 +1049,7 @@ class ChannelSearchModel(keras.Model):
         self.controller = ChannelController(
             supernet.num_decisions, supernet.num_candidates,
             supernet.table, max_macs, hidden=controller_hidden,
-            layout=supernet.layout,
-            name="controller")
+            layout=supernet.layout, name="controller")
         self.controller.build()
         self.entropy_coeff = entropy_coeff
         self.baseline_decay = baseline_decay
@@ -1083,17 +1097,14 @@ class ChannelSearchModel(keras.Model):
         grads = [g + decay * v for g, v in zip(grads, variables)]
         optimizer.apply(grads, variables)
 
-    def _controller_step(self, x, y):
-        import tensorflow as tf  # the tape: this step is TF-backend only
-
+    def _controller_update(self, tape, log_prob, entropy, logits, y,
+                           arch):
+        """REINFORCE step on a sample recorded by `tape` (spec 2.3)."""
         variables = self.controller.trainable_variables
-        with tf.GradientTape() as tape:
-            arch, log_prob, entropy, _ = self.controller.sample()
-            logits = self.supernet((x, arch), training=True)
+        with tape:  # resumes recording: the loss needs log_prob's graph
             accuracy = ops.mean(_hits(logits, y))
-            macs = self.supernet.macs(arch)
-            value = reward(accuracy, macs, self.max_macs, self.reward_alpha,
-                           self.reward_beta)
+            value = reward(accuracy, self.supernet.macs(arch), self.max_macs,
+                           self.reward_alpha, self.reward_beta)
             advantage = ops.stop_gradient(value - self.baseline)
             loss = -log_prob * advantage - self.entropy_coeff * entropy
         self._apply(self.controller_optimizer,
@@ -1108,10 +1119,19 @@ class ChannelSearchModel(keras.Model):
         import tensorflow as tf  # the tape: this step is TF-backend only
 
         self.traces += 1  # Python side effect: counts traces, not steps
-        (x, y), (x_held_out, y_held_out) = data
+        on_train = self.reward_source == "train"
+        if on_train:
+            x, y = data
+        else:
+            (x, y), (x_held_out, y_held_out) = data
         if self.searching:
-            self._controller_step(x_held_out, y_held_out)
-            arch = self.controller.sample()[0]
+            with tf.GradientTape() as arch_tape:
+                arch, log_prob, entropy, _ = self.controller.sample()
+            if not on_train:
+                logits = self.supernet((x_held_out, arch), training=True)
+                self._controller_update(arch_tape, log_prob, entropy,
+                                        logits, y_held_out, arch)
+                arch = self.controller.sample()[0]
         else:
             arch = keras.random.randint(
                 (self.supernet.num_decisions,), 0,
@@ -1126,6 +1146,9 @@ class ChannelSearchModel(keras.Model):
                           if self.searching else ops.zeros(()))
             total = loss + self.orthogonal_weight * orthogonal
         grads = tape.gradient(total, meta + projections)
+        if self.searching and on_train:
+            self._controller_update(arch_tape, log_prob, entropy,
+                                    ops.stop_gradient(logits), y, arch)
         self._apply(self.optimizer, grads[:len(meta)], meta,
                     self.weight_decay)
         if self.searching:
@@ -1416,7 +1439,7 @@ def decode_resnet18(widths, input_shape=(224, 224, 3), num_classes=1000,
 
     >>> model = decode_resnet18(SEARCHED_WIDTHS["resnet18_1.83G"])
     >>> keras_compact.profiling.profile(model).params
-    14112680
+    14109848
     """
     return decode_resnet(widths, (2, 2, 2, 2), input_shape, num_classes,
                          "imagenet", shortcut, name)
@@ -1438,7 +1461,7 @@ def decode_mobilenet_v2(widths, input_shape=(224, 224, 3), num_classes=1000,
 
     >>> model = decode_mobilenet_v2(SEARCHED_WIDTHS["mobilenet_v2_314M"])
     >>> keras_compact.profiling.profile(model).params
-    4530144
+    4530402
     """
     widths = [int(w) for w in widths]
     if len(widths) != 52 or min(widths) < 1 or widths[1] != widths[0] or any(
@@ -1530,9 +1553,83 @@ PHASES = ("search", "train", "both")
 def _depth(arch):
     prefix = "resnet"
     if not arch.startswith(prefix) or not arch[len(prefix):].isdigit():
-        raise ValueError(f"APS searches CIFAR ResNets (resnet20, resnet56, "
-                         f"...). Received: arch='{arch}'.")
+        raise ValueError(
+            f"APS searches {', '.join(FAMILIES.names())} or CIFAR ResNets "
+            f"(resnet20, resnet56, ...). Received: arch='{arch}'.")
     return int(arch[len(prefix):])
+
+
+def _ints(text):
+    return tuple(int(c) for c in str(text).replace(";", ",").split(",")
+                 if c.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How APS searches and decodes one kind of network.
+
+    Attributes:
+        supernet: `supernet(arch, config, input_shape, num_classes)`.
+        decode: `decode(widths, input_shape, num_classes, shortcut)`.
+        num_widths: `num_widths(arch)`, the length of a width list.
+        budget: `budget(arch, input_shape)`, the default `max_macs`.
+        reward_source: `"held_out"` (CIFAR) or `"train"` (ImageNet).
+    """
+
+    supernet: object
+    decode: object
+    num_widths: object
+    budget: object
+    reward_source: str
+
+
+FAMILIES = Registry("APS architecture")
+
+
+def _cifar_supernet(arch, config, input_shape, num_classes):
+    return APSResNetCifar(
+        _depth(arch), _ints(config.candidates) or (4, 8, 16, 32, 64),
+        config.meta_width or None, num_classes, tuple(input_shape),
+        config.overlap, config.projection_noise, name="supernet")
+
+
+FAMILIES.register("resnet_cifar", Family(
+    _cifar_supernet,
+    lambda widths, shape, classes, shortcut: decode(widths, shape, classes,
+                                                    shortcut),
+    lambda arch: _depth(arch) - 1,
+    lambda arch, shape: 0.5 * table_macs(standard_widths(_depth(arch)),
+                                         shape),
+    "held_out"))
+FAMILIES.register("resnet18", Family(
+    lambda arch, config, shape, classes: APSResNet(
+        (2, 2, 2, 2), _ints(config.candidates) or (32, 48, 64, 80),
+        config.meta_width or 128, 2, classes, tuple(shape), config.overlap,
+        config.projection_noise, name="supernet"),
+    lambda widths, shape, classes, shortcut: decode_resnet18(
+        widths, shape, classes, shortcut),
+    lambda arch: 17,
+    lambda arch, shape: 1.9e9,  # scripts/search/..._resnet_ilsvrc.sh
+    "train"))
+FAMILIES.register("mobilenet_v2", Family(
+    lambda arch, config, shape, classes: APSMobileNetV2(
+        _ints(config.candidates) or (8, 12, 16, 20), config.meta_width or 32,
+        classes, tuple(shape), config.overlap, config.projection_noise,
+        name="supernet"),
+    lambda widths, shape, classes, shortcut: decode_mobilenet_v2(
+        widths, shape, classes, shortcut),
+    lambda arch: 52,
+    lambda arch, shape: 3.2e8,  # scripts/search/..._mbnetv2_ilsvrc.sh
+    "train"))
+
+
+def family(arch):
+    """The `Family` of `arch`: "resnet18", "mobilenet_v2" or "resnet<6n+2>"
+    (CIFAR)."""
+    if arch in FAMILIES.names():
+        return FAMILIES.get(arch)
+    _depth(arch)  # fails with the list of valid names
+    return FAMILIES.get("resnet_cifar")
 
 
 def search_from_config(config, data, workdir, verbose=1):
@@ -1544,22 +1641,20 @@ def search_from_config(config, data, workdir, verbose=1):
     """
     if data.validation is None:
         raise ValueError(
-            "APS rewards the controller on held-out training data: set "
-            "validation_split > 0 (the reference holds out 0.5).")
-    depth = _depth(config.arch)
-    candidates = tuple(int(c) for c in str(config.candidates).replace(
-        ";", ",").split(",") if c.strip())
-    supernet = APSResNetCifar(
-        depth, candidates, config.meta_width or None, data.num_classes,
-        tuple(data.input_shape), config.overlap, config.projection_noise,
-        name="supernet")
-    max_macs = config.max_macs or 0.5 * table_macs(
-        standard_widths(depth), data.input_shape)
+            "APS selects the final architecture (and on CIFAR rewards the "
+            "controller) on data held out of the training set, never the "
+            "test set: set validation_split > 0 (the CIFAR reference holds "
+            "out 0.5).")
+    kind = family(config.arch)
+    source = config.get("reward_source") or kind.reward_source
+    supernet = kind.supernet(config.arch, config, data.input_shape,
+                             data.num_classes)
+    max_macs = config.max_macs or kind.budget(config.arch, data.input_shape)
     model = ChannelSearchModel(
         supernet, max_macs, config.controller_hidden, config.entropy_coeff,
         config.baseline_decay, config.reward_alpha, config.reward_beta,
         config.orthogonal_weight, config.search_weight_decay,
-        config.arch_weight_decay)
+        config.arch_weight_decay, source)
     steps = config.steps_per_epoch or int(data.train.cardinality())
     if steps <= 0:
         raise ValueError("The training set has unknown size: set "
@@ -1577,7 +1672,8 @@ def search_from_config(config, data, workdir, verbose=1):
     import tensorflow as tf  # tf.data: pair train batches with held-out
 
     train = data.train.repeat() if config.steps_per_epoch else data.train
-    pairs = tf.data.Dataset.zip((train, data.validation.repeat()))
+    pairs = (train if source == "train" else
+             tf.data.Dataset.zip((train, data.validation.repeat())))
     run_search(model, pairs, config.search_epochs,
                config.search_warmup_epochs,
                config.steps_per_epoch or None, workdir, verbose)
@@ -1599,11 +1695,17 @@ class APS(Method):
 
     options = {
         "phase": ("both", "search | train | both"),
-        "max_macs": (0.0, "FLOPs budget in table MACs (3x3 convs, spec 6); "
-                          "0: half of the standard arch's"),
+        "max_macs": (0.0, "FLOPs budget in table MACs (spec 6); 0: half of "
+                          "the standard CIFAR ResNet's, ResNet-18 1.9e9, "
+                          "MobileNetV2 3.2e8"),
         "widths": ("", "widths to train: shipped name, JSON file or list"),
-        "candidates": ("4,8,16,32,64", "candidate widths of every layer"),
-        "meta_width": (0, "meta width C; 0: the sum of the candidates"),
+        "candidates": ("", "CIFAR: widths of every layer (4,8,16,32,64); "
+                           "ImageNet: stage-1 widths (32,48,64,80 / "
+                           "8,12,16,20); empty: those"),
+        "meta_width": (0, "meta width C (stage 1 on ImageNet); 0: the sum "
+                          "of the candidates / 128 / 32"),
+        "reward_source": ("", "held_out | train (empty: CIFAR held_out, "
+                              "ImageNet train)"),
         "overlap": (1.0, "1: ordinal (strong) .. 0: independent sharing"),
         "projection_noise": (1e-3, "noise on the identity init of P, Q"),
         "shortcut": ("paper", "decoded shortcuts: paper | supernet"),
@@ -1652,8 +1754,9 @@ class APS(Method):
                 result = search_from_config(config, context.data,
                                             context.workdir,
                                             config.get("verbose", 1))
-            model = decode(result["widths"], context.data.input_shape,
-                           context.data.num_classes, config.shortcut)
+            model = family(config.arch).decode(
+                result["widths"], context.data.input_shape,
+                context.data.num_classes, config.shortcut)
             counts = profiling.profile(model)
             result.update(params=counts.params, profiled_macs=counts.macs)
             os.makedirs(context.workdir, exist_ok=True)
@@ -1667,12 +1770,16 @@ class APS(Method):
         if not widths:
             raise ValueError("No widths to train: run --phase=search or "
                              "both, or pass --widths.")
-        if len(widths) + 1 != _depth(config.arch):
+        kind = family(config.arch)
+        if len(widths) != kind.num_widths(config.arch):
+            owner = {17: "resnet18", 52: "mobilenet_v2"}.get(
+                len(widths), f"resnet{len(widths) + 1}")
             raise ValueError(
-                f"{len(widths)} widths decode to resnet{len(widths) + 1}, "
-                f"but arch={config.arch}. Pass --arch=resnet"
-                f"{len(widths) + 1}.")
-        return decode(widths, input_shape, num_classes, config.shortcut)
+                f"arch={config.arch} decodes {kind.num_widths(config.arch)} "
+                f"widths, but {len(widths)} were given. Pass --arch={owner}"
+                " (19 widths: resnet20, 55: resnet56, 17: resnet18, 52: "
+                "mobilenet_v2).")
+        return kind.decode(widths, input_shape, num_classes, config.shortcut)
 
 
 def width_profile(widths, input_shape=(32, 32, 3), num_classes=10):
