@@ -33,6 +33,16 @@ DEFAULTS = {
     "slimconv": {"arch": "sc_resnet50"},
     "expandnet": {"arch": "mobilenet_v2", "expand": "cl"},
     "xnet": {"arch": "x_resnet50"},
+    # APS's ResNet-18 search (scripts/search/start_search_resnet_ilsvrc.sh):
+    # 160 epochs, 80 of uniform warm-up, SGD 0.1 /10 at 80 and 120, wd
+    # 2e-4, projection noise 1e-2, entropy 0.5; the reward is the training
+    # batch's accuracy and the final architecture is selected on 1% of the
+    # training files held out (never the official validation set).
+    "aps": {"arch": "resnet18", "projection_noise": 1e-2,
+            "validation_split": 0.01, "search_epochs": 160,
+            "search_warmup_epochs": 80, "search_decay_epochs": (80, 120),
+            "search_weight_decay": 2e-4, "entropy_coeff": 0.5,
+            "beam_width": 8, "num_test_archs": 0},
 }
 
 

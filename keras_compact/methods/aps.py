@@ -1655,10 +1655,15 @@ def search_from_config(config, data, workdir, verbose=1):
         config.baseline_decay, config.reward_alpha, config.reward_beta,
         config.orthogonal_weight, config.search_weight_decay,
         config.arch_weight_decay, source)
-    steps = config.steps_per_epoch or int(data.train.cardinality())
+    cardinality = int(data.train.cardinality())
+    # A streamed (endless) training set has no length: use train_size.
+    steps = config.steps_per_epoch or (
+        cardinality if cardinality > 0
+        else data.train_size // config.batch_size)
     if steps <= 0:
         raise ValueError("The training set has unknown size: set "
                          "steps_per_epoch.")
+    fixed_steps = bool(config.steps_per_epoch) or cardinality < 0
     boundaries = [int(e) * steps for e in config.search_decay_epochs]
     values = [config.search_lr * 0.1 ** k
               for k in range(len(boundaries) + 1)]
@@ -1671,12 +1676,12 @@ def search_from_config(config, data, workdir, verbose=1):
                               epsilon=1e-8))
     import tensorflow as tf  # tf.data: pair train batches with held-out
 
-    train = data.train.repeat() if config.steps_per_epoch else data.train
+    train = data.train.repeat() if fixed_steps else data.train
     pairs = (train if source == "train" else
              tf.data.Dataset.zip((train, data.validation.repeat())))
     run_search(model, pairs, config.search_epochs,
                config.search_warmup_epochs,
-               config.steps_per_epoch or None, workdir, verbose)
+               steps if fixed_steps else None, workdir, verbose)
     result = select_architecture(model, data.validation,
                                  config.num_test_archs, config.beam_width)
     result["max_macs"] = max_macs
