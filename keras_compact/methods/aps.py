@@ -496,8 +496,8 @@ class _APSResNetBase(_Supernet):
         self.stem_bn = layers.CandidateBatchNorm(len(cands_in), 1,
                                                  name="stem_bn")
         self.stages = []
-        for stage, (blocks, cands, meta) in enumerate(stages):
-            for index in range(blocks):
+        for stage, (count, cands, meta) in enumerate(stages):
+            for index in range(count):
                 self.stages.append(layers.APSBasicBlock(
                     cands, cands_in, 2 if stage and not index else 1,
                     meta_width=meta, meta_width_in=meta_in, overlap=overlap,
@@ -730,9 +730,9 @@ class APSResNet(_APSResNetBase):
                            0.0)
         layout, rows = [0], [stages[0][1]]
         decision = 1
-        for blocks, cands, _ in stages:
+        for count, cands, _ in stages:
             out = decision + 1
-            for index in range(blocks):
+            for index in range(count):
                 layout += [decision + (index + 1 if index else 0), out]
                 rows += [cands, cands]
             decision += blocks + 1
