@@ -735,7 +735,7 @@ class APSResNet(_APSResNetBase):
             for index in range(count):
                 layout += [decision + (index + 1 if index else 0), out]
                 rows += [cands, cands]
-            decision += blocks + 1
+            decision += count + 1
         self.num_decisions = decision
         layout[-1] = self.num_decisions + 1  # the last output: the largest
         self.layout = np.asarray(layout)
