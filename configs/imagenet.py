@@ -46,6 +46,16 @@ DEFAULTS = {
 }
 
 
+# Where a method's smoke run needs more than fewer steps: APS searches a
+# width-reduced ResNet-18 supernet (candidates 1/8 of the paper's) for one
+# warm-up and one search epoch.
+SMOKE = {
+    "aps": {"candidates": "4,6,8,10", "meta_width": 16, "search_epochs": 2,
+            "search_warmup_epochs": 1, "search_decay_epochs": (),
+            "beam_width": 2, "validation_split": 0.25},
+}
+
+
 def imagenet_recipe(method):
     """The ImageNet ConfigDict of `method` (fields as `common.cifar_recipe`)."""
     config = common.cifar_recipe(method, arch="resnet50")
@@ -89,6 +99,7 @@ def smoke(config):
     config.export = ""
     if config.arch == "resnet50":
         config.arch = "resnet18"
+    config.update(SMOKE.get(config.method, {}))
     return config
 
 
