@@ -38,7 +38,10 @@ DEFAULTS = {
     # 2e-4, projection noise 1e-2, entropy 0.5; the reward is the training
     # batch's accuracy and the final architecture is selected on 1% of the
     # training files held out (never the official validation set).
-    "aps": {"arch": "resnet18", "projection_noise": 1e-2,
+    # Empty candidates / meta width: the arch's reference values (ResNet-18
+    # 32,48,64,80 / 128; MobileNetV2 8,12,16,20 / 32).
+    "aps": {"arch": "resnet18", "candidates": "", "meta_width": 0,
+            "projection_noise": 1e-2,
             "validation_split": 0.01, "search_epochs": 160,
             "search_warmup_epochs": 80, "search_decay_epochs": (80, 120),
             "search_weight_decay": 2e-4, "entropy_coeff": 0.5,

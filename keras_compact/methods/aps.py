@@ -3,8 +3,10 @@
 The search trains a supernet whose searchable convs share one meta-weight
 through per-candidate affine projections (`layers.APSConv2D`), and an LSTM
 controller that picks one width per conv under a FLOPs budget, by REINFORCE
-on the held-out accuracy of the sampled path. The found widths are decoded
-into a plain ResNet that is trained from scratch.
+on the accuracy of the sampled path (on a held-out batch for CIFAR, on the
+training batch for ImageNet, as the reference's learners). Supernets: CIFAR
+ResNets, ImageNet ResNet-18 and MobileNetV2 (blockwise). The found widths
+are decoded into a plain network that is trained from scratch.
 
 Reference: J. Wang, H. Bai, J. Wu, X. Shi, J. Huang, I. King, M. Lyu,
 J. Cheng, "Revisiting Parameter Sharing for Automatic Neural Channel Number
@@ -1695,7 +1697,12 @@ class APS(Method):
     `--phase=search` runs the search and writes `aps_widths.json` (widths,
     table MACs, held-out accuracy of the path) and `aps_sharing_level.json`
     to the workdir; `--phase=train` trains `--widths` (a shipped name such
-    as `resnet20_20.6M`, a JSON file or a list); `--phase=both` does both.
+    as `resnet20_20.6M` or `resnet18_1.83G`, a JSON file or a list);
+    `--phase=both` does both. `--arch` picks the family (`FAMILIES`):
+    CIFAR ResNets (`resnet20`, `resnet56`, ...; reward on a held-out
+    split), `resnet18` or `mobilenet_v2` (ImageNet supernets; reward on the
+    training batch). The final architecture is always selected on data held
+    out of the training set.
     """
 
     options = {
@@ -1794,6 +1801,8 @@ def width_profile(widths, input_shape=(32, 32, 3), num_classes=10):
             "macs": counts.macs, "params": counts.params}
 
 
-__all__ = ["APS", "APSResNetCifar", "ChannelController",
-           "ChannelSearchModel", "SEARCHED_WIDTHS", "decode",
-           "extract_path", "macs_table", "reward", "table_macs"]
+__all__ = ["APS", "APSMobileNetV2", "APSResNet", "APSResNetCifar",
+           "ChannelController", "ChannelSearchModel", "FAMILIES",
+           "SEARCHED_WIDTHS", "decode", "decode_mobilenet_v2",
+           "decode_resnet", "decode_resnet18", "extract_path", "family",
+           "macs_table", "mobilenet_v2_candidates", "reward", "table_macs"]
