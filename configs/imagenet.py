@@ -35,7 +35,8 @@ DEFAULTS = {
     "xnet": {"arch": "x_resnet50"},
     # APS's ResNet-18 search (scripts/search/start_search_resnet_ilsvrc.sh):
     # 160 epochs, 80 of uniform warm-up, SGD 0.1 /10 at 80 and 120, wd
-    # 2e-4, projection noise 1e-2, entropy 0.5; the reward is the training
+    # 2e-4, projection noise 1e-2, entropy 0.5, a projection step every 10
+    # iterations, beam top 8; the reward is the training
     # batch's accuracy and the final architecture is selected on 1% of the
     # training files held out (never the official validation set).
     # Empty candidates / meta width: the arch's reference values (ResNet-18
@@ -45,7 +46,7 @@ DEFAULTS = {
             "validation_split": 0.01, "search_epochs": 160,
             "search_warmup_epochs": 80, "search_decay_epochs": (80, 120),
             "search_weight_decay": 2e-4, "entropy_coeff": 0.5,
-            "beam_width": 8, "num_test_archs": 0},
+            "beam_width": 8, "num_test_archs": 0, "projection_interval": 10},
 }
 
 

@@ -233,10 +233,11 @@ def _train_batches(count=8, batch=4, shape=(64, 64, 3)):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
-def _imagenet_search(net, budget_share=0.7):
+def _imagenet_search(net, budget_share=0.7, projection_interval=3):
     budget = budget_share * net.macs(np.full(net.num_decisions, 3))
     model = aps.ChannelSearchModel(net, budget, entropy_coeff=0.5,
-                                   reward_source="train")
+                                   reward_source="train",
+                                   projection_interval=projection_interval)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                   keras.optimizers.SGD(1e-3, momentum=0.9),
                   keras.optimizers.Adam(3e-3, beta_1=0.5))
@@ -247,11 +248,17 @@ def test_imagenet_search_traces_once_per_phase(tmp_path):
     net = aps.APSResNet(num_classes=10, input_shape=(64, 64, 3),
                         **SMALL_RESNET)
     model = _imagenet_search(net)
-    history = aps.run_search(model, _train_batches(), epochs=2,
+    before = [v.numpy() for v in net.projection_variables]
+    history = aps.run_search(model, _train_batches(count=16), epochs=2,
                              warmup_epochs=1, workdir=str(tmp_path),
                              verbose=0)
     assert model.traces == 2  # one warm-up graph, one search graph
     assert float(model.baseline) > 0.0  # the controller learned
+    # 4 search steps, a projection step at steps 0 and 3: 2 updates.
+    assert int(model.search_steps) == 4
+    assert int(model.projection_optimizer.iterations) == 2
+    assert any(np.any(v.numpy() != b)
+               for v, b in zip(net.projection_variables, before))
     assert history["entropy"][-1] > 0.0
     result = aps.select_architecture(model, _train_batches(), 2)
     assert result["macs"] <= model.max_macs

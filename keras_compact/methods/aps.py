@@ -1014,6 +1014,9 @@ class ChannelSearchModel(keras.Model):
         arch_weight_decay: coupled L2 of the controller.
         reward_source: `"held_out"` (a second batch per step) or `"train"`
             (the training batch's own forward).
+        projection_interval: search steps per projection step (CIFAR 1,
+            the reference's ImageNet learner 10: the orthogonality loss of
+            the wide ImageNet projections costs as much as a weight step).
 
     Example:
 
@@ -1032,7 +1035,8 @@ class ChannelSearchModel(keras.Model):
                  entropy_coeff=4e-3, baseline_decay=0.99, reward_alpha=0.0,
                  reward_beta=-0.1, orthogonal_weight=5e-3,
                  weight_decay=2e-4, arch_weight_decay=1e-3,
-                 reward_source="held_out", **kwargs):
+                 reward_source="held_out", projection_interval=1,
+                 **kwargs):
         super().__init__(**kwargs)
         if reward_source not in REWARD_SOURCES:
             raise ValueError(
@@ -1063,6 +1067,16 @@ class ChannelSearchModel(keras.Model):
         self.baseline = self.add_weight(name="baseline", shape=(),
                                         initializer="zeros",
                                         trainable=False)
+        if int(projection_interval) < 1:
+            raise ValueError(f"projection_interval must be >= 1. Received: "
+                             f"{projection_interval}.")
+        self.projection_interval = int(projection_interval)
+        self.search_steps = self.add_weight(
+            name="search_steps", shape=(), initializer="zeros",
+            dtype="int64", trainable=False)
+        self.orthogonal_value = self.add_weight(
+            name="orthogonal_value", shape=(), initializer="zeros",
+            trainable=False)
         self.searching = False
         self.traces = 0
         self.task_loss = keras.losses.SparseCategoricalCrossentropy(
@@ -1117,6 +1131,24 @@ class ChannelSearchModel(keras.Model):
         self.trackers["reward"].update_state(value)
         self.trackers["entropy"].update_state(entropy)
 
+    def _projection_step(self):
+        """Projected SGD of P, Q on the orthogonality loss (APS-T, spec
+        2.5): the task loss has no gradient there (P, Q are detached), so
+        this is the reference's projection update on its own."""
+        import tensorflow as tf  # the tape: this step is TF-backend only
+
+        projections = self.supernet.projection_variables
+        with tf.GradientTape() as tape:
+            orthogonal = self.supernet.orthogonality_loss()
+            loss = self.orthogonal_weight * orthogonal
+        self._apply(self.projection_optimizer,
+                    tape.gradient(loss, projections), projections,
+                    self.weight_decay)
+        for v in projections:
+            v.assign(searchable.normalize_columns(v))
+        self.orthogonal_value.assign(orthogonal)
+        return orthogonal
+
     def train_step(self, data):
         import tensorflow as tf  # the tape: this step is TF-backend only
 
@@ -1140,24 +1172,25 @@ class ChannelSearchModel(keras.Model):
                 self.supernet.num_candidates, seed=self.uniform_seed,
                 dtype="int32")
         meta = self.supernet.meta_variables
-        projections = self.supernet.projection_variables
         with tf.GradientTape() as tape:
             logits = self.supernet((x, arch), training=True)
             loss = self.task_loss(y, logits)
-            orthogonal = (self.supernet.orthogonality_loss()
-                          if self.searching else ops.zeros(()))
-            total = loss + self.orthogonal_weight * orthogonal
-        grads = tape.gradient(total, meta + projections)
+        grads = tape.gradient(loss, meta)
         if self.searching and on_train:
             self._controller_update(arch_tape, log_prob, entropy,
                                     ops.stop_gradient(logits), y, arch)
-        self._apply(self.optimizer, grads[:len(meta)], meta,
-                    self.weight_decay)
+        self._apply(self.optimizer, grads, meta, self.weight_decay)
+        orthogonal = ops.zeros(())
         if self.searching:
-            self._apply(self.projection_optimizer, grads[len(meta):],
-                        projections, self.weight_decay)
-            for v in projections:
-                v.assign(searchable.normalize_columns(v))
+            if self.projection_interval == 1:
+                orthogonal = self._projection_step()
+            else:  # the reference's ImageNet `--updt_proj 10`
+                due = ops.equal(
+                    self.search_steps % self.projection_interval, 0)
+                orthogonal = ops.cond(due, self._projection_step,
+                                      lambda: ops.convert_to_tensor(
+                                          self.orthogonal_value))
+            self.search_steps.assign_add(1)
         accuracy = ops.mean(_hits(logits, y))
         self.trackers["loss"].update_state(loss)
         self.trackers["accuracy"].update_state(accuracy)
@@ -1656,7 +1689,8 @@ def search_from_config(config, data, workdir, verbose=1):
         supernet, max_macs, config.controller_hidden, config.entropy_coeff,
         config.baseline_decay, config.reward_alpha, config.reward_beta,
         config.orthogonal_weight, config.search_weight_decay,
-        config.arch_weight_decay, source)
+        config.arch_weight_decay, source,
+        config.get("projection_interval") or 1)
     cardinality = int(data.train.cardinality())
     # A streamed (endless) training set has no length: use train_size.
     steps = config.steps_per_epoch or (
@@ -1728,6 +1762,8 @@ class APS(Method):
         "search_decay_epochs": ((300, 450), "x0.1 supernet lr at these"),
         "projection_lr": (1e-3, "SGD lr of P, Q after the warm-up"),
         "orthogonal_weight": (5e-3, "weight of the orthogonality loss"),
+        "projection_interval": (1, "search steps per projection step "
+                                   "(ImageNet reference: 10)"),
         "arch_lr": (1.6e-4, "controller Adam learning rate"),
         "arch_weight_decay": (1e-3, "controller coupled L2"),
         "entropy_coeff": (4e-3, "controller entropy bonus"),
