@@ -1336,6 +1336,9 @@ def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
     split, never the test set). Returns a dict with the best `arch`,
     `widths`, `macs`, `accuracy` and every evaluated candidate.
     """
+    if num_archs < 1 and beam_width < 1:
+        raise ValueError("Nothing to select from: set num_test_archs >= 1 "
+                         "or beam_width >= 1.")
     supernet = search_model.supernet
     controller = search_model.controller
     drawn = [tuple(a) for a, _ in controller.beam_search(beam_width)] \
