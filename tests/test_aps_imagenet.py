@@ -331,3 +331,27 @@ def test_full_mobilenet_v2_supernet_table():
     decoded = aps.decode_mobilenet_v2(net.widths(np.full(24, 2)))
     assert net.macs(np.full(24, 2)) == _main_path_macs(decoded) + (
         1280 + 1) * 1000
+
+
+@pytest.mark.slow
+def test_imagenet_trainer_searches_then_trains(tmp_path):
+    """`trainers.imagenet --method=aps --smoke` end to end on tiny shards."""
+    import json
+
+    from keras_compact import training
+    from keras_compact.data import imagenet
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (64, 80, 80, 3)).astype(np.uint8)
+    y = rng.integers(0, 10, 64)
+    data_dir = tmp_path / "shards"
+    imagenet.write_shards(x, y, str(data_dir), "train", 4)
+    imagenet.write_shards(x[:16], y[:16], str(data_dir), "validation", 2)
+    config = imagenet_config.get_config("method=aps,smoke")
+    config.update(data_dir=str(data_dir), workdir=str(tmp_path / "run"),
+                  num_classes=10, batch_size=8, verbose=0)
+    metrics = training.run(config)
+    found = json.loads((tmp_path / "run" / "aps_widths.json").read_text())
+    assert len(found["widths"]) == 17 and found["widths"][-1] == 80
+    assert metrics["params"] == found["params"]
+    assert (tmp_path / "run" / "aps_sharing_level.json").exists()
