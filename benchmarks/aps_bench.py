@@ -4,6 +4,8 @@
     python benchmarks/aps_bench.py fashion   # search vs uniform thinning
     python benchmarks/aps_bench.py toy       # tiny CPU search (spec 8.2)
     python benchmarks/aps_bench.py toy_strong  # ... stronger penalty
+    python benchmarks/aps_bench.py imagenet_counts  # ResNet-18 / MBv2
+    python benchmarks/aps_bench.py imagenet_steps   # 224x224 step times
 
 Results go to benchmarks/aps.md by hand; this prints them.
 """
@@ -135,6 +137,69 @@ def toy(epochs=8, warmup=1, strong=False):
         sampled_macs=[round(m) for m in history["macs"]]), indent=1))
 
 
+def _count(variables):
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def imagenet_counts():
+    """Decoded conv+fc MACs / params of the shipped ImageNet configs and
+    the full-width supernets' parameter groups and table MACs."""
+    from keras_compact import models
+    from keras_compact import profiling
+
+    rows = {}
+    for name, decoder in (("resnet18_1.83G", aps.decode_resnet18),
+                          ("resnet18_1.05G", aps.decode_resnet18),
+                          ("mobilenet_v2_314M", aps.decode_mobilenet_v2),
+                          ("mobilenet_v2_156M", aps.decode_mobilenet_v2)):
+        counts = profiling.profile(decoder(aps.SEARCHED_WIDTHS[name]))
+        rows[name] = (counts.macs, counts.params)
+    for name in ("resnet18", "mobilenet_v2"):
+        counts = profiling.profile(models.build(name, (224, 224, 3), 1000))
+        rows[name] = (counts.macs, counts.params)
+    for net in (aps.APSResNet(), aps.APSMobileNetV2()):
+        n = net.num_decisions
+        rows[net.__class__.__name__] = dict(
+            decisions=n, meta=_count(net.meta_variables),
+            projections=_count(net.projection_variables),
+            table_min=net.macs(np.zeros(n, "int64")),
+            table_standard=net.macs(np.full(n, 2)),
+            table_max=net.macs(np.full(n, 3)),
+            standard_widths=net.widths(np.full(n, 2)))
+        del net
+    print(json.dumps(rows, indent=1))
+
+
+def imagenet_steps(batch=8, count=10):
+    """One ImageNet search step (ResNet-18 supernet, 224x224, training-batch
+    reward) vs a plain ResNet-18 training step, same batch."""
+    from keras_compact import models
+
+    data = _random(batch, (224, 224, 3))
+    model = models.build("resnet18", (224, 224, 3), 1000)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    rows = {"resnet18": _timed_fit(model, data, count)}
+    net = aps.APSResNet()
+    for interval in (10, 1):  # the ImageNet reference's, then CIFAR's
+        search = aps.ChannelSearchModel(net, 1.9e9, entropy_coeff=0.5,
+                                        reward_source="train",
+                                        projection_interval=interval)
+        search.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                       keras.optimizers.SGD(1e-3, momentum=0.9),
+                       keras.optimizers.Adam(1.6e-4, beta_1=0.5))
+        if interval == 10:
+            rows["warmup"] = _timed_fit(search, data, count)
+        search.start_search()
+        rows[f"search_interval_{interval}"] = _timed_fit(search, data,
+                                                          count)
+        rows[f"traces_{interval}"] = search.traces
+    print(json.dumps(dict(batch=batch, **rows), indent=1))
+
+
 if __name__ == "__main__":
     {"steps": steps, "fashion": fashion, "toy": toy,
-     "toy_strong": lambda: toy(strong=True)}[sys.argv[1]]()
+     "toy_strong": lambda: toy(strong=True),
+     "imagenet_counts": imagenet_counts,
+     "imagenet_steps": imagenet_steps}[sys.argv[1]]()

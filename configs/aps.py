@@ -17,6 +17,10 @@ Train the searched configurations shipped with the reference from scratch
     python -m trainers.cifar --method=aps --arch=resnet56 --phase=train \
         --widths=resnet56_60.3M --validation_split=0
 
+ImageNet (ResNet-18, MobileNetV2) uses configs/imagenet.py with its `aps`
+defaults: `python -m trainers.imagenet --method=aps --arch=resnet18
+--max_macs=1.83e9 --data_dir=...` (docs/aps.md).
+
 Expected (spec sections 4.3 and 6; the paper's accuracy table was not
 available, so no accuracy is quoted here): resnet20_20.6M = 20.57M table
 MACs (3x3 convs), 20.87M conv+fc MACs, 0.205M params; resnet56_60.3M =

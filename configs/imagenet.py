@@ -33,6 +33,30 @@ DEFAULTS = {
     "slimconv": {"arch": "sc_resnet50"},
     "expandnet": {"arch": "mobilenet_v2", "expand": "cl"},
     "xnet": {"arch": "x_resnet50"},
+    # APS's ResNet-18 search (scripts/search/start_search_resnet_ilsvrc.sh):
+    # 160 epochs, 80 of uniform warm-up, SGD 0.1 /10 at 80 and 120, wd
+    # 2e-4, projection noise 1e-2, entropy 0.5, a projection step every 10
+    # iterations, beam top 8; the reward is the training
+    # batch's accuracy and the final architecture is selected on 1% of the
+    # training files held out (never the official validation set).
+    # Empty candidates / meta width: the arch's reference values (ResNet-18
+    # 32,48,64,80 / 128; MobileNetV2 8,12,16,20 / 32).
+    "aps": {"arch": "resnet18", "candidates": "", "meta_width": 0,
+            "projection_noise": 1e-2,
+            "validation_split": 0.01, "search_epochs": 160,
+            "search_warmup_epochs": 80, "search_decay_epochs": (80, 120),
+            "search_weight_decay": 2e-4, "entropy_coeff": 0.5,
+            "beam_width": 8, "num_test_archs": 0, "projection_interval": 10},
+}
+
+
+# Where a method's smoke run needs more than fewer steps: APS searches a
+# width-reduced ResNet-18 supernet (candidates 1/8 of the paper's) for one
+# warm-up and one search epoch.
+SMOKE = {
+    "aps": {"candidates": "4,6,8,10", "meta_width": 16, "search_epochs": 2,
+            "search_warmup_epochs": 1, "search_decay_epochs": (),
+            "beam_width": 2, "validation_split": 0.25},
 }
 
 
@@ -79,6 +103,7 @@ def smoke(config):
     config.export = ""
     if config.arch == "resnet50":
         config.arch = "resnet18"
+    config.update(SMOKE.get(config.method, {}))
     return config
 
 

@@ -18,6 +18,8 @@ from keras_compact.layers.grouped_conv import kaiming_normal
 from keras_compact.layers.searchable import APSBasicBlock
 from keras_compact.layers.searchable import APSConv2D
 from keras_compact.layers.searchable import APSDense
+from keras_compact.layers.searchable import APSDepthwiseConv2D
+from keras_compact.layers.searchable import APSInvertedResidual
 from keras_compact.layers.searchable import APSShortcut
 from keras_compact.layers.searchable import CandidateBatchNorm
 from keras_compact.layers.slim_conv import SlimConv2D

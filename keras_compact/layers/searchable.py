@@ -314,6 +314,127 @@ class APSConv2D(keras.layers.Layer):
 
 
 @api.serializable
+class APSDepthwiseConv2D(keras.layers.Layer):
+    """A depthwise convolution over candidate widths with shared weights.
+
+    MobileNetV2's searchable depthwise conv (spec 1.2, "P selects the hidden
+    channels"): one meta-kernel `W [k, k, C, 1]` and, per candidate width c,
+    a projection `P_c [C, c]` (packed `[1, C, sum(c)]`, detached from the
+    task loss); candidate c's depthwise kernel is channel-mixed from the
+    meta channels, `W_c[:, :, j] = sum_m W[:, :, m] P_c[m, j]`. The
+    reference's input projection is a fixed 1x1 identity, so there is none.
+    Inputs and outputs are zero-padded to the largest candidate.
+
+    Args:
+        candidates: increasing channel widths.
+        kernel_size: odd square kernel size.
+        strides: stride; padding is `k // 2` on each side as in PyTorch.
+        meta_channels: `C`, default `sum(candidates)`.
+        overlap: see `APSConv2D`.
+        projection_noise: see `APSConv2D`.
+
+    Input shape: `(batch, H, W, max(candidates))`.
+    Output shape: `(batch, H / strides, W / strides, max(candidates))`.
+
+    Call arguments:
+        choice: int scalar, the candidate index (default: the largest).
+
+    Example:
+
+    >>> dw = keras_compact.layers.APSDepthwiseConv2D((4, 8), strides=2)
+    >>> dw(keras.ops.ones((2, 8, 8, 8)), choice=0).shape  # 4..7 are zero
+    (2, 4, 4, 8)
+
+    Reference: Wang et al., NeurIPS 2020 (`nets/mobilenet_v2_width.py`).
+    """
+
+    def __init__(self, candidates, kernel_size=3, strides=1,
+                 meta_channels=None, overlap=1.0, projection_noise=1e-2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.candidates = _widths(candidates, "candidates")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd. Received: "
+                             f"{kernel_size}.")
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.meta_channels = int(meta_channels or sum(self.candidates))
+        self.overlap = float(overlap)
+        self.projection_noise = float(projection_noise)
+        self._columns = _PackedColumns(self.candidates)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.candidates[-1]:
+            raise ValueError(
+                f"{self.name} expects inputs zero-padded to the largest "
+                f"candidate ({self.candidates[-1]} channels). Received: "
+                f"{input_shape[-1]}.")
+        k = self.kernel_size
+        bound = 1.0 / k  # kaiming_uniform_(a=sqrt(5)), fan_in = k * k
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, self.meta_channels, 1),
+            initializer=keras.initializers.RandomUniform(-bound, bound))
+        self.p = self.add_weight(
+            name="p", shape=(1, self.meta_channels, sum(self.candidates)),
+            initializer=_projection_init(
+                self.meta_channels, self.candidates, self.overlap,
+                self.projection_noise))
+
+    @property
+    def projection_weights(self):
+        return [self.p]
+
+    def orthogonality_groups(self):
+        """One group: all candidates' columns (no cross pairs, spec 3.2)."""
+        return [self.p]
+
+    def projected_kernel(self, choice=None):
+        """The padded depthwise kernel `[k, k, max c, 1]` of a choice."""
+        k = len(self.candidates) - 1 if choice is None else choice
+        p = self._columns(self.p[0], ops.cast(k, "int32"))
+        kernel = ops.einsum("hwm,mc->hwc", self.kernel[..., 0],
+                            ops.stop_gradient(p))
+        return kernel[..., None]
+
+    def candidate_kernel(self, k):
+        """The plain depthwise kernel `[k, k, c_k, 1]` of candidate k."""
+        kernel = ops.convert_to_numpy(self.projected_kernel(k))
+        return kernel[:, :, :self.candidates[k]]
+
+    def call(self, inputs, choice=None):
+        pad = self.kernel_size // 2
+        x = ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        return ops.depthwise_conv(x, self.projected_kernel(choice),
+                                  strides=self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        def size(n):
+            return None if n is None else (n - 1) // self.strides + 1
+
+        return (input_shape[0], size(input_shape[1]), size(input_shape[2]),
+                self.candidates[-1])
+
+    def profile(self, input_shape, output_shape):
+        """The largest candidate's MACs; every stored weight as a param."""
+        return {
+            "params": sum(math.prod(w.shape) for w in self.trainable_weights),
+            "macs": math.prod(output_shape[1:]) * self.kernel_size ** 2,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "candidates": self.candidates,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "meta_channels": self.meta_channels,
+            "overlap": self.overlap,
+            "projection_noise": self.projection_noise,
+        })
+        return config
+
+
+@api.serializable
 class CandidateBatchNorm(keras.layers.Layer):
     """Non-affine batch norm with running statistics per candidate pair.
 
@@ -484,6 +605,9 @@ class APSBasicBlock(keras.layers.Layer):
         strides: stride of conv1 and of the shortcut.
         meta_width: the meta width `C` of both convs (default: the sum of
             the candidates).
+        meta_width_in: the meta width of the input side of conv1 (default
+            `meta_width`); ImageNet stride-2 blocks take the previous
+            stage's, half as wide.
         overlap: see `APSConv2D`.
         projection_noise: see `APSConv2D`.
 
@@ -502,20 +626,21 @@ class APSBasicBlock(keras.layers.Layer):
 
     def __init__(self, candidates, candidates_in=None, strides=1,
                  meta_width=None, overlap=1.0, projection_noise=1e-3,
-                 **kwargs):
+                 meta_width_in=None, **kwargs):
         super().__init__(**kwargs)
         self.candidates = _widths(candidates, "candidates")
         self.candidates_in = _widths(candidates_in or candidates,
                                      "candidates_in")
         self.strides = int(strides)
         self.meta_width = int(meta_width or sum(self.candidates))
+        self.meta_width_in = int(meta_width_in or self.meta_width)
         self.overlap = float(overlap)
         self.projection_noise = float(projection_noise)
         n, n_in = len(self.candidates), len(self.candidates_in)
         common = dict(meta_filters=self.meta_width, overlap=overlap,
                       projection_noise=projection_noise)
         self.conv1 = APSConv2D(self.candidates, self.candidates_in, 3,
-                               strides, meta_channels=self.meta_width,
+                               strides, meta_channels=self.meta_width_in,
                                name="conv1", **common)
         self.bn1 = CandidateBatchNorm(n, n_in, name="bn1")
         self.conv2 = APSConv2D(self.candidates, self.candidates, 3, 1,
@@ -564,6 +689,149 @@ class APSBasicBlock(keras.layers.Layer):
             "candidates_in": self.candidates_in,
             "strides": self.strides,
             "meta_width": self.meta_width,
+            "meta_width_in": self.meta_width_in,
+            "overlap": self.overlap,
+            "projection_noise": self.projection_noise,
+        })
+        return config
+
+
+@api.serializable
+class APSInvertedResidual(keras.layers.Layer):
+    """MobileNetV2's inverted residual with searchable widths (spec 1.5).
+
+    1x1 expand (`APSConv2D`, skipped when `expand_ratio == 1`) -> BN ->
+    ReLU6 -> depthwise 3x3 (`APSDepthwiseConv2D`) -> BN -> ReLU6 -> 1x1
+    project (`APSConv2D`) -> BN, all BNs non-affine per candidate pair. The
+    hidden candidates are the input candidates times the expand ratio, and
+    the hidden meta width is the input meta width times it. `residual=True`
+    adds the per-pair 1x1 conv + BN shortcut (`APSShortcut`) the reference
+    uses when the stride is 1 and the meta widths match.
+
+    Args:
+        candidates_out: output widths.
+        candidates_in: input widths.
+        expand_ratio: t (an int).
+        strides: stride of the depthwise conv.
+        meta_width_out: output meta width (default: sum of the candidates).
+        meta_width_in: input meta width (default: sum of the candidates).
+        residual: whether to add the shortcut.
+        overlap: see `APSConv2D`.
+        projection_noise: see `APSConv2D`.
+
+    Call arguments:
+        choice: int tensor `[a_in, a_hidden, a_out]` (default: the largest);
+            with `expand_ratio == 1` the hidden width is the input width and
+            `a_hidden` picks it.
+        training: BN mode.
+
+    Example:
+
+    >>> block = keras_compact.layers.APSInvertedResidual((4, 8), (4, 8), 3)
+    >>> block(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0, 1]).shape
+    (2, 8, 8, 8)
+
+    Reference: Wang et al., NeurIPS 2020; Sandler et al., "MobileNetV2:
+    Inverted Residuals and Linear Bottlenecks", CVPR 2018.
+    """
+
+    def __init__(self, candidates_out, candidates_in, expand_ratio,
+                 strides=1, meta_width_out=None, meta_width_in=None,
+                 residual=False, overlap=1.0, projection_noise=1e-2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.candidates_out = _widths(candidates_out, "candidates_out")
+        self.candidates_in = _widths(candidates_in, "candidates_in")
+        self.expand_ratio = int(expand_ratio)
+        self.strides = int(strides)
+        self.meta_width_out = int(meta_width_out
+                                  or sum(self.candidates_out))
+        self.meta_width_in = int(meta_width_in or sum(self.candidates_in))
+        self.residual = bool(residual)
+        self.overlap = float(overlap)
+        self.projection_noise = float(projection_noise)
+        self.hidden = tuple(int(round(c * self.expand_ratio))
+                            for c in self.candidates_in)
+        meta_hidden = self.meta_width_in * self.expand_ratio
+        n_in, n_hidden = len(self.candidates_in), len(self.hidden)
+        common = dict(overlap=overlap, projection_noise=projection_noise)
+        self.expand = None
+        if self.expand_ratio != 1:
+            self.expand = APSConv2D(
+                self.hidden, self.candidates_in, 1, 1,
+                meta_filters=meta_hidden, meta_channels=self.meta_width_in,
+                name="expand", **common)
+            self.bn1 = CandidateBatchNorm(n_hidden, n_in, name="bn1")
+        self.depthwise = APSDepthwiseConv2D(
+            self.hidden, 3, strides, meta_channels=meta_hidden,
+            name="depthwise", **common)
+        self.bn2 = CandidateBatchNorm(n_hidden, 1, name="bn2")
+        self.project = APSConv2D(
+            self.candidates_out, self.hidden, 1, 1,
+            meta_filters=self.meta_width_out, meta_channels=meta_hidden,
+            name="project", **common)
+        self.bn3 = CandidateBatchNorm(len(self.candidates_out), n_hidden,
+                                      name="bn3")
+        self.shortcut = (APSShortcut(self.candidates_out, self.candidates_in,
+                                     1, name="shortcut")
+                         if self.residual else None)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if self.expand is not None:
+            self.expand.build(shape)
+            shape = self.expand.compute_output_shape(shape)
+            self.bn1.build(shape)
+        self.depthwise.build(shape)
+        shape = self.depthwise.compute_output_shape(shape)
+        self.bn2.build(shape)
+        self.project.build(shape)
+        self.bn3.build(self.project.compute_output_shape(shape))
+        if self.shortcut is not None:
+            self.shortcut.build(input_shape)
+
+    @property
+    def convs(self):
+        convs = [self.expand] if self.expand is not None else []
+        return convs + [self.depthwise, self.project]
+
+    def call(self, inputs, choice=None, training=None):
+        if choice is None:
+            choice = [len(self.candidates_in) - 1, len(self.hidden) - 1,
+                      len(self.candidates_out) - 1]
+        choice = ops.cast(choice, "int32")
+        a_in, a_hidden, a_out = choice[0], choice[1], choice[2]
+        y = inputs
+        if self.expand is not None:
+            pair = ops.stack([a_hidden, a_in])
+            y = self.expand(y, choice=pair)
+            y = ops.relu6(self.bn1(y, choice=pair, training=training))
+        y = self.depthwise(y, choice=a_hidden)
+        y = self.bn2(y, choice=ops.stack([a_hidden, ops.zeros((), "int32")]),
+                     training=training)
+        y = ops.relu6(y)
+        pair = ops.stack([a_out, a_hidden])
+        y = self.bn3(self.project(y, choice=pair), choice=pair,
+                     training=training)
+        if self.shortcut is not None:
+            y = y + self.shortcut(inputs, choice=ops.stack([a_out, a_in]),
+                                  training=training)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        shape = self.depthwise.compute_output_shape(input_shape)
+        return tuple(shape[:-1]) + (self.candidates_out[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "candidates_out": self.candidates_out,
+            "candidates_in": self.candidates_in,
+            "expand_ratio": self.expand_ratio,
+            "strides": self.strides,
+            "meta_width_out": self.meta_width_out,
+            "meta_width_in": self.meta_width_in,
+            "residual": self.residual,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
         })
