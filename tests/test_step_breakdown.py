@@ -1,0 +1,100 @@
+"""Per-op breakdown of a training step (`benchmarking.step_time_breakdown`)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact import benchmarking
+from keras_compact import layers
+from keras_compact import optimizers
+
+
+def _tiny_conv_net():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    model.compile(
+        optimizer=optimizers.L2SGD(learning_rate=0.1, momentum=0.9,
+                                   l2=1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.fixture(scope="module")
+def breakdown():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 4, 32).astype("int32")
+    return benchmarking.step_time_breakdown(_tiny_conv_net(), x, y, steps=2)
+
+
+def test_categories_are_non_negative_and_add_up_to_the_wall_time(breakdown):
+    times = breakdown.categories
+    assert all(ms >= 0 for ms in times.values())
+    assert benchmarking.OVERHEAD in times
+    ops_ms = sum(ms for c, ms in times.items() if c != benchmarking.OVERHEAD)
+    assert 0 < ops_ms <= breakdown.wall_ms * (1 + 1e-9)
+    assert sum(times.values()) == pytest.approx(breakdown.wall_ms)
+    assert breakdown.untraced_wall_ms > 0
+
+
+def test_a_conv_net_spends_time_in_convolutions_bn_and_its_optimizer(
+        breakdown):
+    times = breakdown.categories
+    for category in ("conv forward", "conv backprop filter", "batch norm",
+                     "optimizer update"):
+        assert times.get(category, 0) > 0, category
+    # The first conv needs no input gradient: no backprop input at all.
+    assert "conv backprop input" not in times
+    types = {row[0]: row for row in breakdown.op_types}
+    assert any("Conv2D" in t for t in types)
+    assert all(row[3] >= row[2] * (1 - 1e-9) for row in breakdown.op_types)
+    assert "| conv forward |" in breakdown.table()
+
+
+@pytest.mark.parametrize("name, category", [
+    ("m/conv/convolution:_MklNativeConv2D", "conv forward"),
+    ("m/dw:DepthwiseConv2dNative", "conv forward"),
+    ("gradient_tape/m/conv/Conv2DBackpropFilter:"
+     "_MklNativeConv2DBackpropFilter", "conv backprop filter"),
+    ("gradient_tape/m/c/Conv2DBackpropInput:Conv2DBackpropInput",
+     "conv backprop input"),
+    ("m/bn/FusedBatchNormV3:_MklNativeFusedBatchNormEx", "batch norm"),
+    ("StatefulPartitionedCall/l2sgd/mul_3:Mul", "optimizer update"),
+    ("training/SGD/update:ResourceApplyKerasMomentum", "optimizer update"),
+    ("gradient_tape/m/relu/ReluGrad:ReluGrad", "elementwise"),
+    ("m/add/Add:AddV2", "elementwise"),
+    ("gradient_tape/d/BiasAddGrad:BiasAddGrad", "reduction / loss"),
+    ("IteratorGetNext:IteratorGetNext", "data / copy / layout"),
+    ("m/pad/Pad:Pad", "data / copy / layout"),
+    ("m/pool:MaxPoolGrad", "pooling"),
+    ("m/x:SomethingNew", benchmarking.OTHER),
+])
+def test_op_categories_come_from_the_pattern_table(name, category):
+    assert benchmarking._categorizer("l2sgd")(name) == category
+
+
+def test_nested_op_events_keep_only_their_self_time():
+    events = [(0, 10, "call"), (2, 4, "a"), (4, 7, "b"), (12, 13, "c")]
+    segments = benchmarking._self_time(events)
+    self_time = {}
+    for begin, end, key in segments:
+        self_time[key] = self_time.get(key, 0) + end - begin
+    assert self_time == {"call": 5, "a": 2, "b": 3, "c": 1}
+
+
+def test_overlapping_ops_share_the_wall_time():
+    # "a" runs alone for 2, with "b" for 2, then "b" alone for 1.
+    shares = benchmarking._wall_shares([(0, 4, "a"), (2, 5, "b")])
+    assert shares == {"a": [3.0, 4], "b": [2.0, 3]}
+
+
+def test_an_uncompiled_model_is_refused_with_the_fix():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="model.compile"):
+        benchmarking.step_time_breakdown(model, np.zeros((2, 4)),
+                                         np.zeros(2))
