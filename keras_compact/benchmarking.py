@@ -264,9 +264,9 @@ class StepBreakdown:
         untraced_wall_ms: median step wall time of the warm-up steps (the
             profiler's own cost is the difference).
         categories: category -> ms, largest first, `OVERHEAD` included.
-        op_types: `(op type, category, ms, thread ms, calls)` per op type,
-            largest first; thread ms is the ops' summed durations (more
-            than their wall share when ops overlap).
+        op_types: `(op type, category, ms, thread ms, calls)` per op type
+            and category, largest first; thread ms is the ops' summed
+            durations (more than their wall share when ops overlap).
         top_ops: `(op name, op type, category, ms)`, the largest ops.
     """
 
@@ -373,7 +373,8 @@ def step_time_breakdown(model, x, y, steps=3, warmup=3, top=15):
         category = categorize(f"{name}:{op_type}")
         ms = share_ps / 1e9 / steps
         by_category[category] = by_category.get(category, 0.0) + ms
-        entry = by_type.setdefault(op_type, [op_type, category, 0, 0, 0])
+        entry = by_type.setdefault((op_type, category),
+                                   [op_type, category, 0, 0, 0])
         entry[2] += ms
         entry[3] += thread_ps / 1e9 / steps
         entry[4] += calls[name, op_type] / steps
