@@ -98,3 +98,17 @@ def test_an_uncompiled_model_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="model.compile"):
         benchmarking.step_time_breakdown(model, np.zeros((2, 4)),
                                          np.zeros(2))
+
+
+def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
+    import tensorflow as tf
+
+    from keras_compact import training
+
+    float(tf.reduce_sum(tf.ones(3)))  # TensorFlow has run an op
+    threading = tf.config.threading
+    current = (threading.get_intra_op_parallelism_threads(),
+               threading.get_inter_op_parallelism_threads())
+    training.set_threads(*current)  # the current sizes: nothing to do
+    with pytest.raises(RuntimeError, match="new process"):
+        training.set_threads(current[0] + 1, current[1] + 1)
