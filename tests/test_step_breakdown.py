@@ -9,7 +9,7 @@ from keras_compact import layers
 from keras_compact import optimizers
 
 
-def _tiny_conv_net():
+def _tiny_conv_net(optimizer=None):
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
     x = layers.BatchNormalization()(x)
@@ -17,8 +17,8 @@ def _tiny_conv_net():
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(4)(x))
     model.compile(
-        optimizer=optimizers.L2SGD(learning_rate=0.1, momentum=0.9,
-                                   l2=1e-4),
+        optimizer=optimizer or optimizers.L2SGD(learning_rate=0.1,
+                                                momentum=0.9, l2=1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -112,3 +112,46 @@ def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
     training.set_threads(*current)  # the current sizes: nothing to do
     with pytest.raises(RuntimeError, match="new process"):
         training.set_threads(current[0] + 1, current[1] + 1)
+
+
+def _train(make_optimizer, strategy, steps=6):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 4, 16).astype("int32")
+    with strategy.scope():
+        keras.utils.set_random_seed(3)
+        model = _tiny_conv_net(make_optimizer())
+    losses = [float(model.train_on_batch(x, y)) for _ in range(steps)]
+    return losses, [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_fused_sgd_update_trains_like_keras_sgd(monkeypatch, nesterov,
+                                                mirrored):
+    import tensorflow as tf
+
+    fused_calls = []
+    fused_step = optimizers.L2SGD._fused_momentum_step
+
+    def counted(self, *args):
+        fused_calls.append(1)
+        fused_step(self, *args)
+
+    monkeypatch.setattr(optimizers.L2SGD, "_fused_momentum_step", counted)
+    strategy = (tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+                if mirrored else tf.distribute.get_strategy())
+
+    def train():
+        return _train(lambda: optimizers.L2SGD(
+            learning_rate=0.1, momentum=0.9, nesterov=nesterov, l2=1e-3),
+            strategy)
+
+    fused_losses, fused_weights = train()
+    assert fused_calls  # the fused kernel ran
+    monkeypatch.setattr(optimizers.L2SGD, "_fusable", lambda *_: False)
+    plain_losses, plain_weights = train()
+    assert fused_losses[-1] < fused_losses[0]  # it trains
+    np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
+    for fused, plain in zip(fused_weights, plain_weights):
+        np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
