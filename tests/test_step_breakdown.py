@@ -155,3 +155,37 @@ def test_fused_sgd_update_trains_like_keras_sgd(monkeypatch, nesterov,
     np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
     for fused, plain in zip(fused_weights, plain_weights):
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
+
+
+def _profile_tool(*args):
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_training import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.profile", *args], cwd=ROOT,
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_profile_tool_traces_a_step_with_its_thread_setting():
+    out = _profile_tool("--arch=smallnet7", "--trace", "--batch_size=16",
+                        "--trace_steps=2", "--threads=1:1")
+    assert "threads 1:1" in out
+    assert "| conv forward |" in out and "| optimizer update |" in out
+    assert "| ResourceApplyKerasMomentum | optimizer update |" in out
+
+
+@pytest.mark.slow
+def test_thread_sweep_measures_each_setting():
+    out = _profile_tool("--arch=smallnet7", "--batch_size=16",
+                        "--thread_sweep=1:1,2:1", "--rounds=2",
+                        "--round_steps=2")
+    rows = [line for line in out.splitlines()
+            if line.startswith(("| 1:1 |", "| 2:1 |"))]
+    assert len(rows) == 2
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
