@@ -356,8 +356,12 @@ def step_time_breakdown(model, x, y, steps=3, warmup=3, top=15):
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     with tempfile.TemporaryDirectory() as logdir:
         traced = _TracedSteps(warmup, logdir)
-        model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1,
-                  verbose=0, shuffle=False, callbacks=[traced])
+        try:
+            model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1,
+                      verbose=0, shuffle=False, callbacks=[traced])
+        finally:
+            if traced.window_ns and traced.window_ns[1] is None:
+                tf.profiler.experimental.stop()  # fit failed while tracing
         (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"),
                             recursive=True)
         space = xplane_pb2.XSpace()
