@@ -28,29 +28,6 @@ from keras_compact.registry import Registry
 log = logging.getLogger("keras_compact")
 
 
-def set_threads(intra_op, inter_op):
-    """Sizes TensorFlow's intra-op and inter-op thread pools (0: TF's choice).
-
-    TensorFlow fixes its pools when it runs its first op, so this must come
-    before; asking for other sizes afterwards raises a `RuntimeError` that
-    says so (asking for the current ones is a no-op).
-    """
-    threading = tf.config.threading
-    if (threading.get_intra_op_parallelism_threads(),
-            threading.get_inter_op_parallelism_threads()) == (intra_op,
-                                                              inter_op):
-        return
-    try:
-        threading.set_intra_op_parallelism_threads(intra_op)
-        threading.set_inter_op_parallelism_threads(inter_op)
-    except RuntimeError as error:
-        raise RuntimeError(
-            f"Cannot size TensorFlow's thread pools to intra_op={intra_op}, "
-            f"inter_op={inter_op}: TensorFlow has already run ops in this "
-            "process. Set them before anything else runs, or in a new "
-            "process.") from error
-
-
 @dataclasses.dataclass
 class Context:
     """What a method's hooks see of the run."""

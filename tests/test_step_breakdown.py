@@ -103,15 +103,13 @@ def test_an_uncompiled_model_is_refused_with_the_fix():
 def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
     import tensorflow as tf
 
-    from keras_compact import training
-
     float(tf.reduce_sum(tf.ones(3)))  # TensorFlow has run an op
     threading = tf.config.threading
     current = (threading.get_intra_op_parallelism_threads(),
                threading.get_inter_op_parallelism_threads())
-    training.set_threads(*current)  # the current sizes: nothing to do
+    benchmarking.set_threads(*current)  # the current sizes: nothing to do
     with pytest.raises(RuntimeError, match="new process"):
-        training.set_threads(current[0] + 1, current[1] + 1)
+        benchmarking.set_threads(current[0] + 1, current[1] + 1)
 
 
 def _train(make_optimizer, strategy, steps=6):

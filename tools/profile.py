@@ -41,7 +41,6 @@ from keras_compact import data  # noqa: E402
 from keras_compact import methods  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
-from keras_compact import training  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "", "A saved .keras model to profile.")
@@ -171,7 +170,7 @@ def main(argv):
     if FLAGS.thread_sweep:
         _thread_sweep()
         return
-    training.set_threads(*_parse_threads(FLAGS.threads))
+    benchmarking.set_threads(*_parse_threads(FLAGS.threads))
     if FLAGS.serve_steps:
         _serve_steps()
         return
