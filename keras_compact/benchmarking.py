@@ -284,8 +284,8 @@ class StepBreakdown:
 
     Attributes:
         wall_ms: step wall time while traced.
-        untraced_wall_ms: median step wall time of the warm-up steps (the
-            profiler's own cost is the difference).
+        untraced_wall_ms: median wall time of the warm-up steps after the
+            first (the profiler's own cost is the difference).
         categories: category -> ms, largest first, `OVERHEAD` included.
         op_types: `(op type, category, ms, thread ms, calls)` per op type
             and category, largest first; thread ms is the ops' summed
@@ -420,12 +420,13 @@ def step_time_breakdown(model, x, y, steps=3, warmup=3, top=15):
 def _op_self_segments(space, start_ns, stop_ns):
     """Self-time segments of every traced op, and its calls.
 
-    Returns `([(begin_ps, end_ps, key)], {key: calls})` with
-    `key = (op name, op type)`.
-
     Times are picoseconds from `start_ns`, clipped to `stop_ns`. An op
     event that encloses others on its thread (a function call) keeps only
     the time none of them ran: its self time.
+
+    Returns:
+        `([(begin_ps, end_ps, key)], {key: calls})` with
+        `key = (op name, op type)`.
     """
     (environment,) = [p for p in space.planes if p.name == "Task Environment"]
     profile_start_ns = next(
