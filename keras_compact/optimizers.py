@@ -47,7 +47,41 @@ class L2SGD(keras.optimizers.SGD):
         if self._decays(variable):
             gradient = gradient + ops.cast(self.l2, gradient.dtype) * (
                 ops.cast(variable, gradient.dtype))
-        super().update_step(gradient, variable, learning_rate)
+        if self._fusable(gradient, variable):
+            self._fused_momentum_step(gradient, variable, learning_rate)
+        else:
+            super().update_step(gradient, variable, learning_rate)
+
+    def _fusable(self, gradient, variable):
+        if keras.backend.backend() != "tensorflow" or not self.momentum:
+            return False
+        import tensorflow as tf
+
+        # Sparse (embedding) gradients keep Keras's scatter updates.
+        return (hasattr(variable, "handle")
+                and not isinstance(gradient, tf.IndexedSlices))
+
+    def _fused_momentum_step(self, gradient, variable, learning_rate):
+        """Keras's SGD update as one TensorFlow kernel per variable.
+
+        `ResourceApplyKerasMomentum` computes what `SGD.update_step` does
+        (`m = momentum * m - lr * g`, then `w += m`, or with Nesterov
+        `w += momentum * m - lr * g`) in place, instead of five elementwise
+        ops and two assignments: a ResNet-56 step has ~170 variables.
+        """
+        import tensorflow as tf  # the fused kernel is the point
+
+        dtype = variable.dtype
+        momentum = self.momentums[self._get_variable_index(variable)]
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle,
+            accum=momentum.handle,
+            lr=tf.cast(learning_rate, dtype),
+            grad=tf.cast(gradient, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            use_locking=False,
+            use_nesterov=self.nesterov,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -3,9 +3,28 @@
   python -m tools.profile --arch=resnet56
   python -m tools.profile --method=baseline --arch=resnet20 --dataset=cifar100
   python -m tools.profile --model=runs/baseline/deployable.keras
+  python -m tools.profile --method=baseline --arch=resnet20 --trace
+
+`--trace` instead times a few training steps of the model as the trainer
+compiles it (the method's optimizer and train step, batch `--batch_size` of
+random data) under the TF profiler and prints where the step's wall time
+goes: device-op time per category (convolutions, batch norm, elementwise,
+optimizer update, data, ...), the Python/runtime overhead, and the largest
+op types (`benchmarking.step_time_breakdown`).
+
+  python -m tools.profile --arch=resnet20 --thread_sweep=0:0,2:1,1:2,1:1
+
+measures training images/s of the model with each `intra:inter` size of
+TensorFlow's thread pools (0: TF's choice). Pools are fixed when TF starts,
+so each setting runs in its own worker process; the workers take turns for
+`--rounds` rounds of `--round_steps` steps and the median is printed.
 """
 
 import os
+import statistics
+import subprocess
+import sys
+import time
 
 from absl import app
 from absl import flags
@@ -14,10 +33,13 @@ from absl import logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from configs import loader  # noqa: E402
+from keras_compact import benchmarking  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import methods  # noqa: E402
+from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -27,14 +49,33 @@ flags.DEFINE_string("arch", "", "Architecture (default: the recipe's).")
 flags.DEFINE_string("dataset", "cifar10", "Sets input shape and classes.")
 flags.DEFINE_bool("trainable", False, "Profile the model as trained (e.g. "
                   "expanded), not its deployable form.")
+flags.DEFINE_bool("trace", False, "Break a traced training step down by "
+                  "op category instead of counting params and MACs.")
+flags.DEFINE_integer("batch_size", 128, "Training batch for --trace.")
+flags.DEFINE_integer("trace_steps", 3, "Traced steps for --trace.")
+flags.DEFINE_integer("top", 15, "Op types listed by --trace.")
+flags.DEFINE_string("threads", "0:0", "intra:inter op threads of this "
+                    "process (0: TensorFlow's choice).")
+flags.DEFINE_list("thread_sweep", [], "intra:inter settings whose training "
+                  "images/s are measured side by side.")
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds of --thread_sweep.")
+flags.DEFINE_integer("round_steps", 5, "Steps per round of --thread_sweep.")
+flags.DEFINE_bool("serve_steps", False, "Worker of --thread_sweep: runs the "
+                  "number of steps read from each stdin line and prints "
+                  "images/s.")
 
 
-def _build():
+def _config_and_shape():
     config = loader.load(FLAGS.method,
                          arg=f"arch={FLAGS.arch}" if FLAGS.arch else "")
     dataset = data.load(FLAGS.dataset) if FLAGS.dataset != "cifar10" else None
     shape, classes = ((dataset.input_shape, dataset.num_classes) if dataset
                       else ((32, 32, 3), 10))
+    return config, shape, classes
+
+
+def _build():
+    config, shape, classes = _config_and_shape()
     method = methods.get(FLAGS.method)
     model = method.build_model(config, shape, classes)
     if FLAGS.trainable:
@@ -42,9 +83,100 @@ def _build():
     return method.deployable(model, None)
 
 
+def _compiled():
+    config, shape, classes = _config_and_shape()
+    method = methods.get(FLAGS.method)
+    model = method.build_model(config, shape, classes)
+    method.compile_model(model, optimizers.make_optimizer(config, 100),
+                         config)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(FLAGS.batch_size, *shape)).astype("float32")
+    y = rng.integers(0, classes, FLAGS.batch_size).astype("int32")
+    return config, model, x, y
+
+
+def _trace():
+    config, model, x, y = _compiled()
+    breakdown = benchmarking.step_time_breakdown(model, x, y,
+                                                 FLAGS.trace_steps)
+    print(f"{FLAGS.method}:{config.arch}, batch {FLAGS.batch_size}, "
+          f"{FLAGS.trace_steps} traced steps, threads {FLAGS.threads}\n")
+    print(breakdown.table(FLAGS.top))
+
+
+def _serve_steps():
+    _, model, x, y = _compiled()
+
+    def step():
+        # Reading the loss waits for the whole step.
+        return float(keras.tree.flatten(model.train_on_batch(x, y))[0])
+
+    for _ in range(3):
+        step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        start = time.perf_counter()
+        for _ in range(int(line)):
+            step()
+        rate = FLAGS.batch_size * int(line) / (time.perf_counter() - start)
+        print(rate, flush=True)
+
+
+def _parse_threads(text):
+    intra, _, inter = text.partition(":")
+    if not (intra.isdigit() and inter.isdigit()):
+        raise app.UsageError(f"Thread setting {text!r} is not intra:inter "
+                             "with two integers >= 0, e.g. 2:1.")
+    return int(intra), int(inter)
+
+
+def _thread_sweep():
+    for setting in FLAGS.thread_sweep:
+        _parse_threads(setting)
+    args = [a for a in sys.argv[1:]
+            if not a.startswith(("--thread_sweep", "--threads"))]
+    workers = {}
+    for setting in FLAGS.thread_sweep:
+        workers[setting] = subprocess.Popen(
+            [sys.executable, "-m", "tools.profile", *args, "--serve_steps",
+             f"--threads={setting}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # One at a time: start-up and warm-up would disturb the others.
+        if workers[setting].stdout.readline().strip() != "ready":
+            raise RuntimeError(f"The worker for --threads={setting} failed; "
+                               "run it alone to see why.")
+    rates = {setting: [] for setting in workers}
+    for _ in range(FLAGS.rounds):
+        for setting, worker in workers.items():
+            worker.stdin.write(f"{FLAGS.round_steps}\n")
+            worker.stdin.flush()
+            rates[setting].append(float(worker.stdout.readline()))
+    for worker in workers.values():
+        worker.stdin.close()
+        worker.wait()
+    print(f"{FLAGS.method}:{FLAGS.arch or 'recipe arch'}, batch "
+          f"{FLAGS.batch_size}, {FLAGS.rounds} rounds x {FLAGS.round_steps} "
+          "steps, median (min-max) training images/s\n")
+    print("| intra:inter threads | images/s | min | max |")
+    print("|---|---:|---:|---:|")
+    for setting, values in rates.items():
+        print(f"| {setting} | {statistics.median(values):.1f} | "
+              f"{min(values):.1f} | {max(values):.1f} |")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.thread_sweep:
+        _thread_sweep()
+        return
+    benchmarking.set_threads(*_parse_threads(FLAGS.threads))
+    if FLAGS.serve_steps:
+        _serve_steps()
+        return
+    if FLAGS.trace:
+        _trace()
+        return
     model = keras.models.load_model(FLAGS.model) if FLAGS.model else _build()
     result = profiling.profile(model)
     print(result.table())
