@@ -230,9 +230,11 @@ def od_loss(temperature):
         soft_teacher = functional.softmax(teacher / temperature, 1)
         for logits in students:
             total = total + functional.cross_entropy(logits, y)
-            total = total + temperature**2 * functional.kl_div(
-                functional.log_softmax(logits / temperature, 1),
-                soft_teacher, reduction="mean")
+            # Mean over batch and classes, as Keras (F.kl_div's "mean").
+            total = total + temperature**2 / logits.shape[1] * (
+                functional.kl_div(
+                    functional.log_softmax(logits / temperature, 1),
+                    soft_teacher, reduction="batchmean"))
         return total
 
     return loss
