@@ -88,16 +88,31 @@ def _context(config):
     return training.Context(config, distribute.get("default"), "", splits)
 
 
-def _measure_pair(pair):
+def split_pair(pair):
+    """`"method:arch:k=v;k=v"` -> `(method, arch, "k=v,k=v")`."""
     method_name, _, rest = pair.partition(":")
     arch, _, recipe_arg = rest.partition(":")
-    config = loader.load(method_name, arg=",".join(
-        filter(None, (f"arch={arch}" if arch else "",
-                      recipe_arg.replace(";", ",")))))
-    config.dataset = FLAGS.dataset
-    config.jit_compile = FLAGS.jit_compile
+    return method_name, arch, recipe_arg.replace(";", ",")
+
+
+def pair_config(pair, dataset="cifar10", jit_compile=False, defaults=""):
+    """The recipe of a `method:arch[:key=value;...]` pair.
+
+    `defaults` (`key=value;...`) come before the pair's own settings.
+    """
+    method_name, arch, recipe_arg = split_pair(pair)
+    config = loader.load(method_name, arg=",".join(filter(None, (
+        f"arch={arch}" if arch else "", defaults.replace(";", ","),
+        recipe_arg))))
+    config.dataset = dataset
+    config.jit_compile = jit_compile
+    return config
+
+
+def _measure_pair(pair):
+    config = pair_config(pair, FLAGS.dataset, FLAGS.jit_compile)
     input_shape, num_classes = _SHAPES[FLAGS.dataset]
-    method = methods.get(method_name)
+    method = methods.get(config.method)
     model = method.build_model(config, input_shape, num_classes)
     method.compile_model(model, optimizers.make_optimizer(config, 100),
                          config)
@@ -105,7 +120,7 @@ def _measure_pair(pair):
         model, input_shape, num_classes, FLAGS.batch_size, FLAGS.train_steps)
     deployable = method.deployable(model, _context(config))
     row = _measure_deployable(deployable)
-    row.update(method=method_name, arch=config.arch,
+    row.update(method=config.method, arch=config.arch,
                train_images_per_second=round(images_per_second, 1))
     return row
 
@@ -223,27 +238,6 @@ def torch_trainer(twin, config, input_shape, num_classes, x, y):
         return loss.item()
 
     return model, step
-
-
-def split_pair(pair):
-    """`"method:arch:k=v;k=v"` -> `(method, arch, "k=v,k=v")`."""
-    method_name, _, rest = pair.partition(":")
-    arch, _, recipe_arg = rest.partition(":")
-    return method_name, arch, recipe_arg.replace(";", ",")
-
-
-def pair_config(pair, dataset="cifar10", jit_compile=False, defaults=""):
-    """The recipe of a `method:arch[:key=value;...]` pair.
-
-    `defaults` (`key=value;...`) come before the pair's own settings.
-    """
-    method_name, arch, recipe_arg = split_pair(pair)
-    config = loader.load(method_name, arg=",".join(filter(None, (
-        f"arch={arch}" if arch else "", defaults.replace(";", ","),
-        recipe_arg))))
-    config.dataset = dataset
-    config.jit_compile = jit_compile
-    return config
 
 
 def _checked_counts(name, keras_model, twin_model, method_name,
