@@ -477,8 +477,10 @@ def _expandnet(config, shape, classes):
                     strategy, fc, config.expand_rate)
 
 
-for _arch in ("smallnet3", "smallnet7"):
-    TWINS.register(f"expandnet:{_arch}", Twin(_expandnet))
+TWINS.register("expandnet:smallnet7", Twin(_expandnet))
+# Expand-CK needs k > 3: SmallNet-3's expansion is the paper's CL+FC.
+TWINS.register("expandnet:smallnet3", Twin(_expandnet,
+                                           recipe="expand=cl+fc"))
 
 
 def _densenet(config, shape, classes):
