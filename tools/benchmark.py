@@ -13,14 +13,25 @@ accuracy). Writes <output>.md, <output>.json and, with accuracies, a PNG of
 accuracy vs MACs.
 
   python -m tools.benchmark --compare=pytorch --archs=resnet20,resnet56
+  python -m tools.benchmark --compare=pytorch \
+      --pairs=slimconv:sc_resnet20,od:resnet56,aps:resnet20
+  python -m tools.benchmark --compare=grouped_conv
 
-trains the same CIFAR ResNet (same widths, batch, SGD momentum, L2) in
-keras_compact and in PyTorch eager (channels_last), interleaving rounds of
-steps, and prints images/s of each, their ratio and the model-FLOP
-utilisation against a measured fp32 matmul peak (`pip install -e .[bench]`).
+`--compare=pytorch` trains each pair's trainable model (built and compiled
+by its method's hooks, with the method's train step) and its PyTorch twin
+(`tools/torch_models.py`, eager channels_last) with the same batch, SGD
+momentum and L2, interleaving rounds of steps, and prints images/s of each,
+their ratio and the model-FLOP utilisation against a measured fp32 matmul
+peak; it fails if the two sides differ in trainable params or MACs.
+`--archs` are `baseline:<arch>` pairs. `--compare=grouped_conv` times
+forward+backward of the group block's grouped conv and X-Nets' gathered
+expander conv against PyTorch's `nn.Conv2d(groups=g)` of the same shape.
+Both need `pip install -e .[bench]`.
 """
 
+import dataclasses
 import json
+import math
 import os
 
 from absl import app
@@ -36,11 +47,12 @@ from configs import loader  # noqa: E402
 from keras_compact import benchmarking  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import distribute  # noqa: E402
+from keras_compact import layers  # noqa: E402
 from keras_compact import methods  # noqa: E402
-from keras_compact import models  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
 from keras_compact import training  # noqa: E402
+from keras_compact.registry import Registry  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("pairs", ["baseline:resnet20"], "method:arch pairs; "
@@ -57,10 +69,13 @@ flags.DEFINE_bool("jit_compile", False, "Train with XLA for the images/s "
                   "column.")
 flags.DEFINE_bool("input_pipeline", False, "Also measure the training "
                   "tf.data pipeline of --dataset (images/s).")
-flags.DEFINE_enum("compare", "", ["", "pytorch"], "Compare training speed "
-                  "with another framework instead of the method table.")
+flags.DEFINE_enum("compare", "", ["", "pytorch", "grouped_conv"],
+                  "Compare speed with PyTorch instead of the method table: "
+                  "pytorch (training of --archs / --pairs twins) or "
+                  "grouped_conv (grouped layers, forward+backward).")
 flags.DEFINE_list("archs", ["resnet20", "resnet56"], "CIFAR ResNets for "
-                  "--compare.")
+                  "--compare=pytorch (baseline:<arch> pairs; --pairs "
+                  "given alone replaces them).")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds for --compare.")
 
 _SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
@@ -73,16 +88,31 @@ def _context(config):
     return training.Context(config, distribute.get("default"), "", splits)
 
 
-def _measure_pair(pair):
+def split_pair(pair):
+    """`"method:arch:k=v;k=v"` -> `(method, arch, "k=v,k=v")`."""
     method_name, _, rest = pair.partition(":")
     arch, _, recipe_arg = rest.partition(":")
-    config = loader.load(method_name, arg=",".join(
-        filter(None, (f"arch={arch}" if arch else "",
-                      recipe_arg.replace(";", ",")))))
-    config.dataset = FLAGS.dataset
-    config.jit_compile = FLAGS.jit_compile
+    return method_name, arch, recipe_arg.replace(";", ",")
+
+
+def pair_config(pair, dataset="cifar10", jit_compile=False, defaults=""):
+    """The recipe of a `method:arch[:key=value;...]` pair.
+
+    `defaults` (`key=value;...`) come before the pair's own settings.
+    """
+    method_name, arch, recipe_arg = split_pair(pair)
+    config = loader.load(method_name, arg=",".join(filter(None, (
+        f"arch={arch}" if arch else "", defaults.replace(";", ","),
+        recipe_arg))))
+    config.dataset = dataset
+    config.jit_compile = jit_compile
+    return config
+
+
+def _measure_pair(pair):
+    config = pair_config(pair, FLAGS.dataset, FLAGS.jit_compile)
     input_shape, num_classes = _SHAPES[FLAGS.dataset]
-    method = methods.get(method_name)
+    method = methods.get(config.method)
     model = method.build_model(config, input_shape, num_classes)
     method.compile_model(model, optimizers.make_optimizer(config, 100),
                          config)
@@ -90,7 +120,7 @@ def _measure_pair(pair):
         model, input_shape, num_classes, FLAGS.batch_size, FLAGS.train_steps)
     deployable = method.deployable(model, _context(config))
     row = _measure_deployable(deployable)
-    row.update(method=method_name, arch=config.arch,
+    row.update(method=config.method, arch=config.arch,
                train_images_per_second=round(images_per_second, 1))
     return row
 
@@ -137,92 +167,318 @@ def _plot(rows, path):
     figure.savefig(path, dpi=120)
 
 
-def _keras_trainer(arch, x, y):
+# -- Training speed against PyTorch (--compare=pytorch) ---------------------
+
+# The optimizer of every compared training: SGD momentum 0.9, coupled L2.
+LEARNING_RATE, MOMENTUM, L2 = 0.01, 0.9, 1e-4
+
+
+def _trainable_params(model):
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+def _od_macs(model):
+    # The OD model is subclassed (profiling walks functional models): its
+    # students plus the online teacher's classifier.
+    students = sum(profiling.profile(s).macs for s in model.students)
+    return students + math.prod(model.teacher_fc.kernel.shape)
+
+
+# Forward MACs of a method's trainable model as `profiling` counts them.
+KERAS_MACS = Registry("Keras MAC counter")
+KERAS_MACS.register("od", _od_macs)
+
+
+def keras_macs(method_name, model):
+    if method_name in KERAS_MACS:
+        return KERAS_MACS.get(method_name)(model)
+    return profiling.profile(model).macs
+
+
+def keras_trainer(config, input_shape, num_classes, x, y):
+    """The method's trainable model, built and compiled by its hooks.
+
+    Returns `(model, step)`: `step()` runs one `train_on_batch` of the
+    method's own train step on `(x, y)` and returns the loss as a float
+    (read back, so no part of the step can be pruned). `prepare` is not
+    called: it runs searches (APS), not training.
+    """
     import tensorflow as tf
 
-    model = models.build(arch, (32, 32, 3), 10)
-    model.compile(
-        optimizer=optimizers.L2SGD(learning_rate=0.01, momentum=0.9,
-                                   l2=1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    method = methods.get(config.method)
+    model = method.build_model(config, input_shape, num_classes)
+    method.compile_model(model, optimizers.L2SGD(
+        learning_rate=LEARNING_RATE, momentum=MOMENTUM, l2=L2), config)
     x, y = tf.constant(x), tf.constant(y)
 
     def step():
-        # The returned loss is read, so no part of the step can be pruned.
-        return float(model.train_on_batch(x, y))
+        return float(model.train_on_batch(x, y, return_dict=True)["loss"])
 
-    return step
+    return model, step
 
 
-def _torch_trainer(arch, x, y):
+def torch_trainer(twin, config, input_shape, num_classes, x, y):
+    """The twin in eager channels_last with SGD; `(model, step)`."""
     import torch
 
-    from tools import torch_models
-
-    model = torch_models.resnet_cifar(int(arch.removeprefix("resnet")))
+    model = twin.build(config, input_shape, num_classes)
     model = model.to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE,
+                                momentum=MOMENTUM, weight_decay=L2)
+    loss_fn = twin.loss(config)
     x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(
         memory_format=torch.channels_last)
     y = torch.from_numpy(y.astype("int64"))
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
+        return loss.item()
+
+    return model, step
+
+
+def _checked_counts(name, keras_model, twin_model, method_name,
+                    input_shape):
+    """Params and MACs of both sides; fails loudly if they differ."""
+    from tools import torch_models
+
+    ours = _trainable_params(keras_model), keras_macs(method_name,
+                                                      keras_model)
+    macs, executed = torch_models.count_macs(twin_model, input_shape)
+    theirs = torch_models.trainable_params(twin_model), macs
+    if ours != theirs:
+        raise RuntimeError(
+            f"{name}: the PyTorch twin is not the trained model: keras "
+            f"(params, MACs) {ours} vs PyTorch {theirs}. Fix the twin in "
+            "tools/torch_models.py.")
+    return ours[0], macs, executed
+
+
+def compare_pytorch(pairs, batch_size=128, rounds=5, steps=15,
+                    dataset="cifar10", jit_compile=False, warmup=3):
+    """Interleaved training-speed comparison with PyTorch twins.
+
+    Args:
+        pairs: `method:arch[:key=value;...]` pairs with a twin in
+            `tools.torch_models.TWINS`.
+        batch_size, rounds, steps: `benchmarking.interleaved_rates`' batch,
+            rounds and steps per round (after `warmup` steps).
+
+    Returns:
+        One row per pair: params, counted and executed forward MACs,
+        images/s and model-FLOP utilisation of each framework (6 x
+        executed MACs per image over the best measured matmul rate), and
+        `ratio` = keras_compact / PyTorch images/s.
+    """
+    import torch
+
+    from tools import torch_models
+
+    torch.set_num_threads(os.cpu_count())
+    input_shape, num_classes = _SHAPES[dataset]
+    peak = benchmarking.matmul_peak_flops()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, *input_shape)).astype("float32")
+    y = rng.integers(0, num_classes, batch_size).astype("int32")
+    rows = []
+    for pair in pairs:
+        method_name, arch, _ = split_pair(pair)
+        arch = arch or pair_config(pair, dataset).arch
+        name = f"{method_name}:{arch}"
+        twin = torch_models.TWINS.get(name)
+        config = pair_config(pair, dataset, jit_compile, twin.recipe)
+        keras_model, keras_step = keras_trainer(config, input_shape,
+                                                num_classes, x, y)
+        twin_model, torch_step = torch_trainer(twin, config, input_shape,
+                                               num_classes, x, y)
+        params, macs, executed = _checked_counts(
+            name, keras_model, twin_model, method_name, input_shape)
+        rates = benchmarking.interleaved_rates(
+            {"keras_compact": keras_step, "pytorch": torch_step},
+            batch_size, rounds, steps, warmup)
+        # The machine may be busier at one time than another: the best
+        # matmul rate seen is the peak.
+        peak = max(peak, benchmarking.matmul_peak_flops())
+        row = {"pair": pair, "method": method_name, "arch": arch,
+               "params": params, "forward_macs": macs,
+               "executed_macs": executed, "peak_gflops": peak / 1e9}
+        for framework, rate in rates.items():
+            # Training ~ 3x the forward pass; one MAC is two FLOPs.
+            flops = 6 * executed * rate
+            if flops > peak:
+                raise RuntimeError(
+                    f"{framework} {name}: {flops / 1e9:.0f} GFLOP/s exceeds "
+                    "the measured peak; the measurement is wrong.")
+            row[f"{framework}_images_per_second"] = rate
+            row[f"{framework}_mfu"] = flops / peak
+        ours = row["keras_compact_images_per_second"]
+        theirs = row["pytorch_images_per_second"]
+        row["ratio"] = ours / theirs
+        print(f"{name}: keras_compact {ours:.0f} img/s, pytorch "
+              f"{theirs:.0f} img/s, ratio {row['ratio']:.2f}, MFU "
+              f"{row['keras_compact_mfu']:.1%} vs {row['pytorch_mfu']:.1%} "
+              f"of {peak / 1e9:.0f} GFLOP/s", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _compare_pairs():
+    """`--pairs` if given; `--archs` are `baseline:<arch>` pairs."""
+    pairs = list(FLAGS.pairs) if FLAGS["pairs"].present else []
+    if FLAGS["archs"].present or not pairs:
+        pairs = [f"baseline:{arch}" for arch in FLAGS.archs] + pairs
+    return pairs
+
+
+# -- Grouped convolutions against PyTorch's (--compare=grouped_conv) ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupedCase:
+    """One layer shape: `form` (a `GROUPED_FORMS` name) vs
+    `nn.Conv2d(cin, cout, kernel, groups=groups)` on the same input."""
+
+    name: str
+    form: str
+    batch: int
+    size: int
+    cin: int
+    cout: int
+    kernel: int
+    groups: int
+
+
+def _group_block_conv(case):
+    """The grouped 3x3 of `layers.GroupBlock` (C -> C, `groups` groups)."""
+    block = layers.GroupBlock(case.cout, groups=case.groups)
+    return block.spatial(case.cin, "1")
+
+
+def _xnet_gather(case, **kwargs):
+    """X-Nets' gathered expander conv with ES = `groups`: every output sees
+    `cin / groups` inputs, the MACs of the grouped conv."""
+    return layers.ExpanderConv2D(case.cout, case.kernel, padding="same",
+                                 expand_ratio=case.groups, impl="gather",
+                                 seed=0, **kwargs)
+
+
+# Keras layer of each form, built from a GroupedCase.
+GROUPED_FORMS = Registry("grouped-conv form")
+GROUPED_FORMS.register("group_block", _group_block_conv)
+# The channel-level graph of X-DenseNet (one input list per output).
+GROUPED_FORMS.register("xnet_gather", _xnet_gather)
+# A block expander: ES output blocks, inputs in contiguous chunks.
+GROUPED_FORMS.register("xnet_gather_block", lambda case: _xnet_gather(
+    case, groups=case.groups, chunks=4 * case.groups))
+
+# Shapes of the default models (OD's group students g=4 at the CIFAR
+# batch 128; X-DenseNet-BC-40-24-2 layers at its batch 64) and
+# ImageNet-like ones (ResNeXt-50 32x4d, a g=8 stage; batch 32).
+GROUPED_CASES = tuple(
+    GroupedCase(f"{prefix} {size}x{size} {cin}->{cout} k{kernel} g{groups}",
+                form, batch, size, cin, cout, kernel, groups)
+    for prefix, forms, batch, size, cin, cout, kernel, groups in (
+        ("od group", ("group_block",), 128, 32, 16, 16, 3, 4),
+        ("od group", ("group_block",), 128, 16, 32, 32, 3, 4),
+        ("od group", ("group_block",), 128, 8, 64, 64, 3, 4),
+        ("x-densenet", ("xnet_gather", "xnet_gather_block"), 64, 32, 48,
+         96, 1, 2),
+        ("x-densenet", ("xnet_gather", "xnet_gather_block"), 64, 32, 96,
+         24, 3, 2),
+        ("x-densenet", ("xnet_gather", "xnet_gather_block"), 64, 8, 240,
+         96, 1, 2),
+        ("imagenet", ("group_block",), 32, 56, 128, 128, 3, 32),
+        ("imagenet", ("group_block", "xnet_gather_block"), 32, 28, 256,
+         256, 3, 8),
+        ("imagenet", ("xnet_gather",), 32, 14, 256, 256, 3, 8),
+    )
+    for form in forms)
+
+
+def keras_grouped_step(case):
+    """Forward + backward (input and weight gradients) of the case's Keras
+    layer on a fixed random batch; `step()` returns the loss."""
+    import tensorflow as tf
+
+    layer = GROUPED_FORMS.get(case.form)(case)
+    x = tf.random.stateless_normal(
+        (case.batch, case.size, case.size, case.cin), seed=(0, 0))
+    layer(x)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(tf.square(layer(x)))
+        # The gradients are outputs, so TF computes them all.
+        return loss, tape.gradient(loss, [x, *layer.trainable_weights])
+
+    return lambda: float(forward_backward()[0])
+
+
+def torch_grouped_step(case):
+    """The same for PyTorch's `nn.Conv2d(groups=g)`, channels_last."""
+    import torch
+
+    conv = torch.nn.Conv2d(case.cin, case.cout, case.kernel,
+                           padding=case.kernel // 2, groups=case.groups,
+                           bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(case.batch, case.cin, case.size, case.size).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+
+    def step():
+        x.grad = conv.weight.grad = None
+        loss = conv(x).square().mean()
+        loss.backward()
         return loss.item()
 
     return step
 
 
-def compare_pytorch():
-    """Interleaved training-speed comparison with PyTorch; returns rows."""
+def compare_grouped_conv(cases=GROUPED_CASES, rounds=5, steps=10, warmup=3):
+    """Interleaved forward+backward speed of grouped layers vs PyTorch.
+
+    Returns one row per case with images/s of both and `speedup` =
+    keras_compact / PyTorch (the target is >= 1.5).
+    """
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    peak = benchmarking.matmul_peak_flops()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(FLAGS.batch_size, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, FLAGS.batch_size).astype("int32")
     rows = []
-    for arch in FLAGS.archs:
-        macs = profiling.profile(models.build(arch, (32, 32, 3), 10)).macs
-        steps = {"keras_compact": _keras_trainer(arch, x, y),
-                 "pytorch": _torch_trainer(arch, x, y)}
+    for case in cases:
         rates = benchmarking.interleaved_rates(
-            steps, FLAGS.batch_size, FLAGS.rounds, FLAGS.train_steps)
-        # The machine may be busier at one time than another: the best
-        # matmul rate seen is the peak.
-        peak = max(peak, benchmarking.matmul_peak_flops())
-        row = {"arch": arch, "peak_gflops": peak / 1e9,
-               "forward_macs": macs}
-        for name, rate in rates.items():
-            # Training ~ 3x the forward pass; one MAC is two FLOPs.
-            flops = 6 * macs * rate
-            if flops > peak:
-                raise RuntimeError(f"{name} {arch}: {flops / 1e9:.0f} GFLOP/s "
-                                   f"exceeds the measured peak; the "
-                                   "measurement is wrong.")
-            row[f"{name}_images_per_second"] = rate
-            row[f"{name}_mfu"] = flops / peak
-        ours = row["keras_compact_images_per_second"]
-        theirs = row["pytorch_images_per_second"]
-        row["ratio"] = ours / theirs
-        print(f"{arch}: keras_compact {ours:.0f} img/s, pytorch "
-              f"{theirs:.0f} img/s, ratio {row['ratio']:.2f}, MFU "
-              f"{row['keras_compact_mfu']:.1%} vs {row['pytorch_mfu']:.1%} "
-              f"of {peak / 1e9:.0f} GFLOP/s")
+            {"keras_compact": keras_grouped_step(case),
+             "pytorch": torch_grouped_step(case)},
+            case.batch, rounds, steps, warmup)
+        row = dict(dataclasses.asdict(case), **{
+            f"{name}_images_per_second": rate
+            for name, rate in rates.items()})
+        row["speedup"] = rates["keras_compact"] / rates["pytorch"]
+        print(f"{case.name} {case.form} (batch {case.batch}): keras_compact "
+              f"{rates['keras_compact']:.0f} img/s, pytorch "
+              f"{rates['pytorch']:.0f} img/s, speedup "
+              f"{row['speedup']:.2f}", flush=True)
         rows.append(row)
     return rows
+
+
+# --compare=NAME: each returns JSON rows (options from the flags).
+COMPARISONS = Registry("comparison")
+COMPARISONS.register("pytorch", lambda: compare_pytorch(
+    _compare_pairs(), FLAGS.batch_size, FLAGS.rounds, FLAGS.train_steps,
+    FLAGS.dataset, FLAGS.jit_compile))
+COMPARISONS.register("grouped_conv", lambda: compare_grouped_conv(
+    rounds=FLAGS.rounds, steps=FLAGS.train_steps))
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     if FLAGS.compare:
-        rows = compare_pytorch()
+        rows = COMPARISONS.get(FLAGS.compare)()
         with open(f"{FLAGS.output}.json", "w") as f:
             json.dump(rows, f, indent=2)
         return
