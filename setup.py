@@ -25,7 +25,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest"],
+        # The tests check the PyTorch twins of tools/torch_models.py too.
+        "test": ["pytest", "torch==2.13.0"],
         "bench": ["torch==2.13.0"],
     },
 )

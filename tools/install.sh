@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs keras_compact (with test extras) and the offline Fashion-MNIST
+# Installs keras_compact (with test extras, incl. the CPU PyTorch the
+# benchmark twins are tested against) and the offline Fashion-MNIST
 # data from Debian. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
