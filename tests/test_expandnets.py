@@ -2,6 +2,8 @@
 
 import itertools
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -303,8 +305,6 @@ def test_method_hooks_train_then_contract():
 
 
 def test_save_load_and_contract_tool(tmp_path):
-    from tools import contract as tool
-
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(
         "float32")
     model = expandnet.build_expanded("smallnet7", (32, 32, 3), 10, "ck+fc")
@@ -313,7 +313,11 @@ def test_save_load_and_contract_tool(tmp_path):
     path, out = str(tmp_path / "expanded.keras"), str(
         tmp_path / "compact.keras")
     restored.save(path)
-    assert tool.contract_file(path, out) <= 1e-5
+    # As a user runs it: a process of its own (tools' absl flags would
+    # collide with other tools imported by the test session).
+    subprocess.run([sys.executable, "-m", "tools.contract",
+                    f"--input={path}", f"--output={out}"],
+                   cwd=testing.ROOT, check=True, capture_output=True)
     compact = keras.models.load_model(out)
     assert expandnet.max_relative_error(model, compact, x) <= 1e-5
     testing.run_model_saving_test(compact, x)
