@@ -46,10 +46,9 @@ CIFAR_BASIC_REDUCTION = 8
 def slim_mid(x, width, strides, groups, name, k="4/3", bottom_groups=None,
              reduction=32):
     """SlimConv2D + ReLU as a bottleneck's 3x3 unit (`bottleneck_block`)."""
-    x = layers.SlimConv2D(k=k, strides=strides, groups=groups,
-                          bottom_groups=bottom_groups, reduction=reduction,
-                          name=f"{name}_slimconv")(x)
-    return keras.layers.ReLU(name=f"{name}_relu2")(x)
+    return layers.SlimConv2D(k=k, strides=strides, groups=groups,
+                             bottom_groups=bottom_groups, reduction=reduction,
+                             activation="relu", name=f"{name}_slimconv")(x)
 
 
 def sc_bottleneck_block(x, filters, strides, name, k="4/3", groups=1,
@@ -71,8 +70,7 @@ def sc_basic_block(x, filters, strides, name, k="4/3",
     shortcut = blocks.projection_shortcut(x, filters, strides,
                                           f"{name}_shortcut")
     y = layers.SlimConv2D(k=k, strides=strides, reduction=reduction,
-                          name=f"{name}_slimconv")(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+                          activation="relu", name=f"{name}_slimconv")(x)
     y = conv(y, filters, 3, 1, name=f"{name}_conv2")
     y = blocks.batch_norm(y, f"{name}_bn2")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
