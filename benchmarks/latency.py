@@ -24,7 +24,7 @@ XNNPACK partitions. Groups:
 - xnet: DenseNet-BC-40-24, X-DenseNet masked, masked with sparse-encoded
   weights (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), gathered.
 - imagenet: ResNet-50 and Sc-ResNet-50 k=4/3 (legacy and current graph) at
-  224x224, float32 only.
+  224x224.
 """
 
 import collections
@@ -137,7 +137,8 @@ def graph_stats(path):
         model_path=path, experimental_op_resolver_type=(
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     runner.allocate_tensors()
-    shapes = {t["index"]: t["shape"] for t in runner.get_tensor_details()}
+    shapes = {t["index"]: [int(d) for d in t["shape"]]
+              for t in runner.get_tensor_details()}
     macs = lane_macs = other = 0
     for op in runner._get_ops_details():
         if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED"):
@@ -286,7 +287,7 @@ GROUPS = {
          _build("sc_resnet50", (224, 224, 3), 1000), LEGACY),
         ("sc_resnet50 k=4/3", _build("sc_resnet50", (224, 224, 3), 1000),
          {}),
-    ], tmp, ("float32",)),
+    ], tmp),
 }
 
 
