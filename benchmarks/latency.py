@@ -1,7 +1,7 @@
 """LiteRT latency against MACs of the compact nets (issue 9, target 3).
 
-python -m benchmarks.latency [--groups=cifar,trained_int8,pad,xnet,imagenet]
-                             [--repeats=15] [--invokes=40]
+python -m benchmarks.latency [--groups=cifar,trained_int8,pad,attribution,
+                              ops,xnet,imagenet] [--repeats=15] [--invokes=40]
 
 Each group's models are exported first, then timed interleaved in one run
 (batch 1, 1 thread, XNNPACK unless it refuses the graph): every repeat
@@ -25,6 +25,10 @@ XNNPACK partitions. Groups:
   weights (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), gathered.
 - imagenet: ResNet-50 and Sc-ResNet-50 k=4/3 (legacy and current graph) at
   224x224.
+- ops: single ops repeated 10 times in a row at 32x32 (per-op cost: the
+  difference to the first row, over 10).
+- attribution: Sc-ResNet-20 with SlimConv's re-weighting, then also its
+  folds, replaced by cheap stand-ins (cost probes, not the same function).
 """
 
 import collections
@@ -51,7 +55,8 @@ from keras_compact import models  # noqa: E402
 from keras_compact.methods import aps  # noqa: E402
 from keras_compact.models import blocks  # noqa: E402
 
-flags.DEFINE_list("groups", ["cifar", "trained_int8", "pad", "xnet"],
+flags.DEFINE_list("groups", ["cifar", "trained_int8", "pad", "attribution",
+                             "ops", "xnet"],
                   "Groups to run (see the module docstring).")
 flags.DEFINE_integer("repeats", 15, "Interleaved timing rounds.")
 flags.DEFINE_integer("invokes", 40, "Invokes per model per round.")
@@ -74,6 +79,30 @@ def _legacy_slimconv_call(self, inputs, training=None):
     bottom = self.bottom_bn(bottom, training=training)
     outputs = ops.concatenate([top, bottom], axis=-1)
     return outputs if self.activation is None else self.activation(outputs)
+
+
+def _branches(self, top, bottom, training):
+    """SlimConv2D's convs on given folds (for the cost probes below)."""
+    top = self.top_bn(self.top_conv(self._pad(top)), training=training)
+    bottom = self.bottom_reduce_bn(self.bottom_reduce(bottom),
+                                   training=training)
+    bottom = self.bottom_conv(self._pad(ops.relu(bottom)))
+    bottom = self.bottom_bn(bottom, training=training)
+    top, bottom = self.activation(top), self.activation(bottom)
+    return ops.concatenate([top, bottom], axis=-1)
+
+
+def _probe_no_squeeze(self, inputs, training=None):
+    """Cost probe: the folds without the squeeze and re-weighting."""
+    return _branches(self, self._fold(inputs), self._fold(inputs * 0.5),
+                     training)
+
+
+def _probe_convs_only(self, inputs, training=None):
+    """Cost probe: channel slices instead of re-weighting and folds."""
+    width = inputs.shape[-1] // self.n
+    return _branches(self, inputs[..., :width],
+                     inputs[..., width:2 * width], training)
 
 
 @contextlib.contextmanager
@@ -224,6 +253,46 @@ def _legacy_export(model, path, quantization):
 LEGACY = {"exporter": _legacy_export}
 
 
+def _probe(call):
+    def exporter(model, path, quantization):
+        with _patched(layers.SlimConv2D, "call", call):
+            _tflite(model, path, quantization)
+
+    return {"exporter": exporter}
+
+
+def _chain(make_layer, channels, repeats=10, side=32):
+    """`repeats` copies of one op in a row (per-op cost = slope)."""
+
+    def builder():
+        inputs = x = keras.Input((side, side, channels))
+        for _ in range(repeats):
+            x = make_layer()(x)
+        return keras.Model(inputs, x)
+
+    return builder
+
+
+def _conv(channels, kernel=3):
+    return _chain(lambda: keras.layers.Conv2D(
+        channels, kernel, padding="same", activation="relu"), channels)
+
+
+class _Reweight(keras.layers.Layer):
+    """A squeeze-style re-weighting: mean, sigmoid, multiply."""
+
+    def call(self, x):
+        return x * ops.sigmoid(ops.mean(x, axis=(1, 2), keepdims=True))
+
+
+class _SplitAddConcat(keras.layers.Layer):
+    """A two-chunk fold and a concat back to the input width."""
+
+    def call(self, x):
+        a, b = ops.split(x, 2, axis=-1)
+        return ops.concatenate([a + b, b], axis=-1)
+
+
 @functools.cache
 def _trained_sc_resnet20():
     keras.utils.set_random_seed(1)
@@ -257,6 +326,26 @@ def _gathered_x_densenet():
 
 
 GROUPS = {
+    "ops": lambda tmp: _run("One op repeated 10 times at 32x32 (minus the "
+                            "first row, / 10 = one op)", [
+        ("one 1x1 conv 16->16 (overhead)", _chain(
+            lambda: keras.layers.Conv2D(16, 1), 16, repeats=1), {}),
+        ("3x3 conv 16->16", _conv(16), {}),
+        ("3x3 conv 8->8", _conv(8), {}),
+        ("3x3 conv 4->4", _conv(4), {}),
+        ("1x1 conv 16->16", _conv(16, 1), {}),
+        ("re-weighting (mean, sigmoid, mul), 16 ch", _chain(_Reweight, 16),
+         {}),
+        ("split, add, concat, 16 ch", _chain(_SplitAddConcat, 16), {}),
+    ], tmp),
+    "attribution": lambda tmp: _run("Where Sc-ResNet-20's time goes", [
+        ("resnet20", _build("resnet20"), {}),
+        ("sc_resnet20 k=4/3", _build("sc_resnet20"), {}),
+        ("probe: no squeeze / re-weighting", _build("sc_resnet20"),
+         _probe(_probe_no_squeeze)),
+        ("probe: convs only (no re-weighting, no folds)",
+         _build("sc_resnet20"), _probe(_probe_convs_only)),
+    ], tmp),
     "cifar": lambda tmp: _run("CIFAR ResNet-20 family", [
         ("resnet20", _build("resnet20"), {}),
         ("sc_resnet20 k=4/3, legacy graph", _build("sc_resnet20"), LEGACY),
