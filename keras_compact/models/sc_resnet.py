@@ -19,9 +19,10 @@ CIFAR shape: the same bottleneck nets with a 3x3 stem and no max-pool
 the width (the author's advice, issue #2). Their 16-channel first stage is
 narrower than the reference's squeeze reduction of 32, so those use a
 reduction of 8 (the paper gives no CIFAR basic-block recipe): 2 hidden units
-at 16 channels. (A single hidden unit, dead after calibration, made LiteRT's
-XNNPACK delegate refuse the int8 model; `export.to_litert` now repairs such
-degenerate scales, and 8 stays so trained checkpoints keep their shapes.)
+at 16 channels. (A single hidden unit that is zero on every calibration
+image made LiteRT's XNNPACK delegate refuse the int8 model; `export.to_litert`
+now repairs such degenerate scales, and 8 stays so trained checkpoints keep
+their shapes.)
 
 Every builder takes `k` (`"4/3"`, `"2"`, `"8/3"`, ...).
 """
