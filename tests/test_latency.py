@@ -125,6 +125,8 @@ def test_int8_export_widens_degenerate_scales_for_xnnpack(tmp_path):
     path = export.to_litert(model, str(tmp_path / "m.tflite"), "int8",
                             representative_data=calibration)
     assert _ops(path)["DELEGATE"] == 1
+    assert (litert.Interpreter(model_path=path).get_signature_list()
+            == litert.Interpreter(model_path=raw).get_signature_list())
     after, _ = _int8_logits(path, x, delegate=False)
     np.testing.assert_allclose(after, before, atol=1.01 * step)
     delegated, _ = _int8_logits(path, x, delegate=True)
