@@ -27,8 +27,9 @@ XNNPACK partitions. Groups:
   224x224.
 - ops: single ops repeated 10 times in a row at 32x32 (per-op cost: the
   difference to the first row, over 10).
-- attribution: Sc-ResNet-20 with SlimConv's re-weighting, then also its
-  folds, replaced by cheap stand-ins (cost probes, not the same function).
+- attribution (imagenet_attribution: the same at 224x224 for Sc-ResNet-50):
+  Sc-ResNet-20 with SlimConv's re-weighting, then also its folds, replaced
+  by cheap stand-ins (cost probes, not the same function).
 """
 
 import collections
@@ -370,6 +371,18 @@ GROUPS = {
          {"exporter": _sparse_export}),
         ("x_densenet gathered", _gathered_x_densenet, {}),
     ], tmp, ("float32",)),
+    "imagenet_attribution": lambda tmp: _run(
+        "Where Sc-ResNet-50's time goes, 224x224", [
+            ("resnet50", _build("resnet50", (224, 224, 3), 1000), {}),
+            ("sc_resnet50 k=4/3", _build("sc_resnet50", (224, 224, 3), 1000),
+             {}),
+            ("probe: no squeeze / re-weighting",
+             _build("sc_resnet50", (224, 224, 3), 1000),
+             _probe(_probe_no_squeeze)),
+            ("probe: convs only (no re-weighting, no folds)",
+             _build("sc_resnet50", (224, 224, 3), 1000),
+             _probe(_probe_convs_only)),
+        ], tmp),
     "imagenet": lambda tmp: _run("ImageNet 224x224", [
         ("resnet50", _build("resnet50", (224, 224, 3), 1000), {}),
         ("sc_resnet50 k=4/3, legacy graph",
