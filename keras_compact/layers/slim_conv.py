@@ -53,9 +53,10 @@ class SlimConv2D(keras.layers.Layer):
     the reference's `torch.split` does). The top path is a 3x3 conv + BN on
     the first fold (`C // n` channels); the bottom path is a 1x1 conv + BN +
     ReLU to `C // (2n)` channels, then a 3x3 conv + BN, on the flipped fold.
-    The output is `concat([top, bottom])`, pre-activation, with
-    `C // n + C // (2n)` channels: about `C / k` for `k = 2n / 3` (4/3 is the
-    paper's default, 2 and 8/3 its other ImageNet variants). Strides and
+    The output is `concat([top, bottom])`, pre-activation unless
+    `activation` is given, with `C // n + C // (2n)` channels: about `C / k`
+    for `k = 2n / 3` (4/3 is the paper's default, 2 and 8/3 its other
+    ImageNet variants). Strides and
     groups apply to the two 3x3 convs only; the squeeze and the bottom 1x1
     see the full-resolution input. Convs have no bias, BN is PyTorch's
     (epsilon 1e-5) and the strided 3x3s pad 1 on every side like PyTorch.
@@ -75,6 +76,10 @@ class SlimConv2D(keras.layers.Layer):
             reference's 32); C must be at least `reduction`.
         kernel_initializer: of every conv and squeeze kernel; default the
             reference's `kaiming_normal_(mode="fan_out")`.
+        activation: an elementwise activation applied to the output (None:
+            none, as the reference's module). It is applied to each branch
+            before the concat, so LiteRT fuses it into the branch convs
+            instead of running a separate op on the concatenated tensor.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -99,7 +104,8 @@ class SlimConv2D(keras.layers.Layer):
     """
 
     def __init__(self, k="4/3", strides=1, groups=1, bottom_groups=None,
-                 reduction=32, kernel_initializer=None, **kwargs):
+                 reduction=32, kernel_initializer=None, activation=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.n = fold_factor(k)
         self.k = k if isinstance(k, str) else float(k)
@@ -118,6 +124,8 @@ class SlimConv2D(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or _fan_out_normal()
         )
+        self.activation = (None if activation is None
+                           else keras.activations.get(activation))
 
     @staticmethod
     def output_channels(in_channels, k="4/3"):
@@ -221,18 +229,38 @@ class SlimConv2D(keras.layers.Layer):
                         lambda: self.squeeze_bn(h, training=True),
                         lambda: self.squeeze_bn(h, training=False))
 
-    def call(self, inputs, training=None):
+    def _channel_weights(self, inputs, training):
+        """`w` and `w` flipped along the channels, each `(B, 1, 1, C)`.
+
+        The flipped weights come from the excite kernel's columns and bias
+        reversed: the same products and sums as `flip(w)`, but no channel
+        reversal of data is left in an exported graph (LiteRT's XNNPACK
+        delegate has no REVERSE_V2, so each one split the graph; its int8
+        form also failed to prepare).
+        """
+        channels = inputs.shape[-1]
         pooled = ops.mean(inputs, axis=(1, 2))
         h = ops.relu(self._squeeze_norm(self.squeeze(pooled), training))
-        weights = ops.sigmoid(self.excite(h))[:, None, None, :]
+        flipped = ops.sigmoid(
+            ops.matmul(h, ops.flip(self.excite.kernel, axis=1))
+            + ops.flip(self.excite.bias, axis=0)
+        )
+        return (ops.reshape(ops.sigmoid(self.excite(h)), (-1, 1, 1, channels)),
+                ops.reshape(flipped, (-1, 1, 1, channels)))
+
+    def call(self, inputs, training=None):
+        weights, flipped = self._channel_weights(inputs, training)
         top = self._fold(inputs * weights)
-        bottom = self._fold(inputs * ops.flip(weights, axis=-1))
+        bottom = self._fold(inputs * flipped)
 
         top = self.top_bn(self.top_conv(self._pad(top)), training=training)
         bottom = self.bottom_reduce_bn(self.bottom_reduce(bottom),
                                        training=training)
         bottom = self.bottom_conv(self._pad(ops.relu(bottom)))
         bottom = self.bottom_bn(bottom, training=training)
+        if self.activation is not None:
+            # Per branch, so LiteRT fuses it into each branch's conv.
+            top, bottom = self.activation(top), self.activation(bottom)
         return ops.concatenate([top, bottom], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -272,5 +300,7 @@ class SlimConv2D(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(
                 self.kernel_initializer
             ),
+            activation=(None if self.activation is None
+                        else keras.activations.serialize(self.activation)),
         )
         return config

@@ -19,8 +19,10 @@ CIFAR shape: the same bottleneck nets with a 3x3 stem and no max-pool
 the width (the author's advice, issue #2). Their 16-channel first stage is
 narrower than the reference's squeeze reduction of 32, so those use a
 reduction of 8 (the paper gives no CIFAR basic-block recipe): 2 hidden units
-at 16 channels, since LiteRT's XNNPACK delegate fails to prepare int8 models
-whose squeeze has a single hidden unit.
+at 16 channels. (A single hidden unit that is zero on every calibration
+image made LiteRT's XNNPACK delegate refuse the int8 model; `export.to_litert`
+now repairs such degenerate scales, and 8 stays so trained checkpoints keep
+their shapes.)
 
 Every builder takes `k` (`"4/3"`, `"2"`, `"8/3"`, ...).
 """
@@ -46,10 +48,9 @@ CIFAR_BASIC_REDUCTION = 8
 def slim_mid(x, width, strides, groups, name, k="4/3", bottom_groups=None,
              reduction=32):
     """SlimConv2D + ReLU as a bottleneck's 3x3 unit (`bottleneck_block`)."""
-    x = layers.SlimConv2D(k=k, strides=strides, groups=groups,
-                          bottom_groups=bottom_groups, reduction=reduction,
-                          name=f"{name}_slimconv")(x)
-    return keras.layers.ReLU(name=f"{name}_relu2")(x)
+    return layers.SlimConv2D(k=k, strides=strides, groups=groups,
+                             bottom_groups=bottom_groups, reduction=reduction,
+                             activation="relu", name=f"{name}_slimconv")(x)
 
 
 def sc_bottleneck_block(x, filters, strides, name, k="4/3", groups=1,
@@ -71,8 +72,7 @@ def sc_basic_block(x, filters, strides, name, k="4/3",
     shortcut = blocks.projection_shortcut(x, filters, strides,
                                           f"{name}_shortcut")
     y = layers.SlimConv2D(k=k, strides=strides, reduction=reduction,
-                          name=f"{name}_slimconv")(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+                          activation="relu", name=f"{name}_slimconv")(x)
     y = conv(y, filters, 3, 1, name=f"{name}_conv2")
     y = blocks.batch_norm(y, f"{name}_bn2")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
