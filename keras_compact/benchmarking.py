@@ -48,7 +48,7 @@ def litert_latency(model, quantization="float32", repeats=7, invokes=50,
         try:
             interpreter = _ready_interpreter(litert, path, threads, shape)
         except RuntimeError as error:
-            # XNNPACK refuses some int8 graphs (seen with SlimConv); time
+            # XNNPACK refuses some int8 graphs (e.g. an int8 op it lacks); time
             # LiteRT's builtin kernels instead, as a deployment would.
             log.warning("XNNPACK failed (%s); timing builtin kernels.",
                         str(error).splitlines()[0])
