@@ -11,6 +11,7 @@ import pytest
 from keras_compact import export
 from keras_compact import layers
 from keras_compact.models import blocks
+from tests import test_slimconv
 from tests import testing
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -22,13 +23,7 @@ def _slim_model(activation="relu", reduction=8):
                               activation=activation, name="slim")
     outputs = blocks.classifier(layer(inputs), 10)
     model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(0)
-    for bn in (layer.squeeze_bn, layer.top_bn, layer.bottom_reduce_bn,
-               layer.bottom_bn):
-        c = bn.gamma.shape[0]
-        bn.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.2, 0.2, c),
-                        rng.uniform(-0.2, 0.2, c), rng.uniform(0.5, 2.0, c)])
-    layer.excite.bias.assign(rng.uniform(-0.5, 0.5, layer.excite.bias.shape))
+    test_slimconv.randomize_bns(layer, np.random.default_rng(0))
     return model
 
 
