@@ -138,16 +138,22 @@ def test_independent_sharing_uses_disjoint_blocks():
                          overlap=0.0).build((None, 8, 8, 8))
 
 
-def test_task_gradient_of_projections_is_zero():
-    block = layers.APSBasicBlock(SMALL, strides=2)
-    x = np.random.normal(size=(4, 8, 8, 16)).astype("float32")
+def assert_task_gradient_skips_projections(block, x, choice, meta_kernel):
+    """The task loss moves `meta_kernel(block)` but no projection (P, Q)."""
     with tf.GradientTape() as tape:
-        y = block(x, choice=[2, 1, 0], training=True)
+        y = block(x, choice=choice, training=True)
         loss = tf.reduce_sum(y * y)
     projections = [w for c in block.convs for w in c.projection_weights]
-    grads = tape.gradient(loss, projections + [block.conv1.kernel])
+    grads = tape.gradient(loss, projections + [meta_kernel(block)])
     assert all(g is None or not np.any(g) for g in grads[:-1])
     assert np.any(grads[-1])
+
+
+def test_task_gradient_of_projections_is_zero():
+    assert_task_gradient_skips_projections(
+        layers.APSBasicBlock(SMALL, strides=2),
+        np.random.normal(size=(4, 8, 8, 16)).astype("float32"), [2, 1, 0],
+        lambda block: block.conv1.kernel)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape, out", [
