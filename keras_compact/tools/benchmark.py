@@ -34,7 +34,6 @@ import json
 import math
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -43,8 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import loader  # noqa: E402
 from keras_compact import benchmarking  # noqa: E402
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import distribute  # noqa: E402
 from keras_compact import layers  # noqa: E402
@@ -52,6 +51,7 @@ from keras_compact import methods  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
 from keras_compact import training  # noqa: E402
+from keras_compact.configs import loader  # noqa: E402
 from keras_compact.registry import Registry  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -243,7 +243,7 @@ def torch_trainer(twin, config, input_shape, num_classes, x, y):
 def _checked_counts(name, keras_model, twin_model, method_name,
                     input_shape):
     """Params and MACs of both sides; fails loudly if they differ."""
-    from tools import torch_models
+    from keras_compact.tools import torch_models
 
     ours = _trainable_params(keras_model), keras_macs(method_name,
                                                       keras_model)
@@ -275,7 +275,7 @@ def compare_pytorch(pairs, batch_size=128, rounds=5, steps=15,
     """
     import torch
 
-    from tools import torch_models
+    from keras_compact.tools import torch_models
 
     torch.set_num_threads(os.cpu_count())
     input_shape, num_classes = _SHAPES[dataset]
@@ -500,5 +500,10 @@ def main(argv):
         _plot(with_accuracy, f"{FLAGS.output}.png")
 
 
+def run():
+    """The `keras-compact-benchmark` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

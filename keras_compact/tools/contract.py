@@ -9,9 +9,10 @@ models on random inputs and prints the params/MACs before and after.
 """
 
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
+
+from keras_compact import cli
 
 _INPUT = flags.DEFINE_string("input", None, "expanded model (.keras)")
 _OUTPUT = flags.DEFINE_string("output", None, "compact model (.keras)")
@@ -53,6 +54,10 @@ def main(argv):
                   _TOLERANCE.value)
 
 
+def run():
+    """The `keras-compact-contract` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    run()

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import export  # noqa: E402
 
@@ -56,5 +57,10 @@ def main(argv):
         print(f"{name}: {path}")
 
 
+def run():
+    """The `keras-compact-export` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -35,12 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import loader  # noqa: E402
 from keras_compact import benchmarking  # noqa: E402
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import methods  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
+from keras_compact.configs import loader  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "", "A saved .keras model to profile.")
@@ -183,5 +184,10 @@ def main(argv):
     print(f"\n{result.convention}")
 
 
+def run():
+    """The `keras-compact-profile` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
