@@ -10,9 +10,10 @@ ends with
         run()
 
 and `run` is its console script in pyproject.toml. A user error (a bad
-flag, an `errors.UsageError` raised anywhere below `main`, an absl flag
-error or `app.UsageError`) is printed as `<program>: error: <message>` on
-stderr, on one line, and the process exits with status 2. `--verbosity=1`
+flag, an `errors.UsageError` or `FileNotFoundError` raised anywhere below
+`main`, an absl flag error or `app.UsageError`) is printed on stderr as
+one line, `<program>: error: <message>`, and the process exits with
+status 2. `--verbosity=1`
 (or higher) shows the traceback too. Any other exception is a bug and keeps
 its traceback.
 
@@ -37,7 +38,10 @@ from keras_compact import errors
 
 FLAGS = flags.FLAGS
 USAGE_EXIT_CODE = 2
-_USER_ERRORS = (errors.UsageError, flags.Error, app.UsageError)
+# A missing file on the command line (--data_dir, --model, ...) is the
+# user's to fix; the loaders' messages say which file and where to get it.
+_USER_ERRORS = (errors.UsageError, FileNotFoundError, flags.Error,
+                app.UsageError)
 
 
 def run(main):
