@@ -5,7 +5,6 @@ clone; the installed package has the recipes only in keras_compact.configs
 (found by name: `--config=aps:smoke`).
 """
 
-import os
+from tools import packaged_alias
 
-__path__.append(os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "keras_compact", "configs"))
+__path__, __getattr__ = packaged_alias(__name__, __file__)

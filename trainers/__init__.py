@@ -5,7 +5,6 @@ has the trainers as keras_compact.trainers and the console scripts
 keras-compact-cifar and keras-compact-imagenet.
 """
 
-import os
+from tools import packaged_alias
 
-__path__.append(os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "keras_compact", "trainers"))
+__path__, __getattr__ = packaged_alias(__name__, __file__)
