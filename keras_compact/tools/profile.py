@@ -56,6 +56,9 @@ FIELDS = flags_common.define({
 })
 flags.DEFINE_enum("dataset", "cifar10", list(benchmarking.DATASET_SHAPES),
                   "Sets input shape and classes.")
+flags.DEFINE_enum("unknown_layers", "raise", ["raise", "warn"], "A layer "
+                  "with weights that the profiler cannot count: fail, or "
+                  "warn and count it as 0 MACs.")
 flags.DEFINE_bool("trainable", False, "Profile the model as trained (e.g. "
                   "expanded), not its deployable form.")
 flags.DEFINE_bool("trace", False, "Break a traced training step down by "
@@ -205,7 +208,7 @@ def main(argv):
         raise UsageError(f"--model={FLAGS.model} does not exist; give a "
                          ".keras file, e.g. <workdir>/deployable.keras.")
     model = keras.models.load_model(FLAGS.model) if FLAGS.model else _build()
-    result = profiling.profile(model)
+    result = profiling.profile(model, unknown=FLAGS.unknown_layers)
     print(result.table())
     print(f"\n{result.convention}")
 
