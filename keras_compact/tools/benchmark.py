@@ -59,8 +59,8 @@ flags.DEFINE_list("pairs", ["baseline:resnet20"], "method:arch pairs; "
                   "method:arch:key=value;key=value sets recipe fields.")
 flags.DEFINE_list("runs", [], "Workdirs of finished trainings to include.")
 flags.DEFINE_enum("dataset", "cifar10", list(benchmarking.DATASET_SHAPES),
-                  "Sets input shape and classes; "
-                    "synthetic data of that shape is used.")
+                  "Sets input shape and classes; synthetic data of that "
+                  "shape is used.")
 flags.DEFINE_integer("batch_size", 128, "Training batch for images/s.",
                      lower_bound=1)
 flags.DEFINE_integer("train_steps", 15, "Timed training steps.",
