@@ -1,4 +1,4 @@
-"""Measurements behind `tools/benchmark.py`: LiteRT latency, training speed.
+"""Measurements behind tools.benchmark: LiteRT latency, training speed.
 
 Timings on shared machines are noisy: report medians of repeats and compare
 models as ratios measured in the same run.

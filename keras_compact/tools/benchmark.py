@@ -4,7 +4,7 @@
   python -m tools.benchmark --pairs=baseline:resnet20 --runs=runs/baseline
   python -m tools.benchmark --pairs=aps:resnet20:widths=resnet20_20.6M
 
-Each `method:arch` pair is built with its recipe (`configs/<method>.py`),
+Each `method:arch` pair is built with its recipe (keras_compact/configs),
 transformed to its deployable form and measured: params and MACs of the
 deployable model, `.tflite` size, LiteRT batch-1 latency (float32 and int8,
 median of repeats), and training images/s of the trainable model. `--runs`
@@ -19,13 +19,14 @@ accuracy vs MACs.
 
 `--compare=pytorch` trains each pair's trainable model (built and compiled
 by its method's hooks, with the method's train step) and its PyTorch twin
-(`tools/torch_models.py`, eager channels_last) with the same batch, SGD
-momentum and L2, interleaving rounds of steps, and prints images/s of each,
-their ratio and the model-FLOP utilisation against a measured fp32 matmul
-peak; it fails if the two sides differ in trainable params or MACs.
-`--archs` are `baseline:<arch>` pairs. `--compare=grouped_conv` times
-forward+backward of the group block's grouped conv and X-Nets' gathered
-expander conv against PyTorch's `nn.Conv2d(groups=g)` of the same shape.
+(`torch_models.py` beside this file, eager channels_last) with the same
+batch, SGD momentum and L2, interleaving rounds of steps, and prints
+images/s of each, their ratio and the model-FLOP utilisation against a
+measured fp32 matmul peak; it fails if the two sides differ in trainable
+params or MACs. `--archs` are `baseline:<arch>` pairs.
+`--compare=grouped_conv` times forward+backward of the group block's
+grouped conv and X-Nets' gathered expander conv against PyTorch's
+`nn.Conv2d(groups=g)` of the same shape.
 Both need `pip install -e .[bench]`.
 """
 
@@ -267,7 +268,7 @@ def _checked_counts(name, keras_model, twin_model, method_name,
         raise RuntimeError(
             f"{name}: the PyTorch twin is not the trained model: keras "
             f"(params, MACs) {ours} vs PyTorch {theirs}. Fix the twin in "
-            "tools/torch_models.py.")
+            "keras_compact/tools/torch_models.py.")
     return ours[0], macs, executed
 
 
