@@ -19,6 +19,7 @@ from keras import ops
 from keras_compact import api
 from keras_compact import data as data_lib
 from keras_compact import distribute
+from keras_compact import evaluation
 from keras_compact import export
 from keras_compact import methods
 from keras_compact import optimizers
@@ -219,6 +220,12 @@ def _callbacks(context, method, chief, images_per_epoch):
     return callbacks + method.callbacks(context), throughput
 
 
+def _calibration(model, context):
+    data = context.data
+    return export.calibration_inputs(model, data.representative(),
+                                     data.mean, data.std)
+
+
 EXPORTS = Registry("export format")
 EXPORTS.register("saved_model", lambda model, directory, context:
                  export.to_saved_model(model,
@@ -231,16 +238,34 @@ for _quantization, _file in (("float32", "model.tflite"),
         "tflite" if _quantization == "float32" else f"tflite_{_quantization}",
         lambda model, directory, context, q=_quantization, f=_file:
         export.to_litert(model, os.path.join(directory, f), q,
-                         context.data.representative()),
+                         _calibration(model, context)),
     )
 
 
+def _bytes(path):
+    if not tf.io.gfile.isdir(path):
+        return tf.io.gfile.stat(path).length
+    return sum(tf.io.gfile.stat(os.path.join(folder, name)).length
+               for folder, _, names in tf.io.gfile.walk(path)
+               for name in names)
+
+
 def _export(model, context):
+    """Writes the formats of `config.export`; returns what metrics.json
+    records of each: `{format: {path, bytes, test_accuracy}}`."""
     directory = os.path.join(context.workdir, "export")
+    data = context.data
     written = {}
     for name in filter(None, context.config.export.split(",")):
-        written[name] = EXPORTS.get(name)(model, directory, context)
-        log.info("exported %s to %s", name, written[name])
+        path = EXPORTS.get(name)(model, directory, context)
+        result = evaluation.evaluate(
+            evaluation.open_model(path), evaluation.pixel_batches(data),
+            data.num_classes, data.input_shape, data.mean, data.std,
+            progress=context.config.verbose)
+        written[name] = {"path": path, "bytes": _bytes(path),
+                         "test_accuracy": result["top1"]}
+        log.info("exported %s to %s: %s bytes, test accuracy %.4f", name,
+                 path, f"{written[name]['bytes']:,}", result["top1"])
     return written
 
 
@@ -258,7 +283,9 @@ def run(config):
 
     Writes to `config.workdir`: `backup/` (resume), `log.csv`,
     `tensorboard/`, `model.keras` (as trained), `deployable.keras` (after
-    the method's transform), `export/` and `metrics.json`.
+    the method's transform, taking raw pixels: `export.with_raw_input`),
+    `export/` and `metrics.json` (with the input contract and every
+    exported file's size and test accuracy).
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -315,8 +342,12 @@ def run(config):
         "wall_seconds": time.perf_counter() - start,
     }
     if chief:
-        deployable.save(os.path.join(config.workdir, "deployable.keras"))
-        metrics["exports"] = _export(deployable, context)
+        # What ships takes raw pixels; the trained maths is unchanged.
+        servable = export.with_raw_input(deployable, data.mean, data.std,
+                                         data.input_shape)
+        servable.save(os.path.join(config.workdir, "deployable.keras"))
+        metrics["input"] = export.input_contract(servable)
+        metrics["exports"] = _export(servable, context)
         with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
                                "w") as f:
             json.dump(metrics, f, indent=2)
