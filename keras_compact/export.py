@@ -110,11 +110,24 @@ def with_raw_input(model, mean, std, input_shape=None):
     ...     deployable, dataset.mean, dataset.std)
     """
     shape = input_shape or tuple(model.inputs[0].shape[1:])
-    inputs = keras.Input(tuple(shape), name="pixels")
+    pixels = keras.Input(tuple(shape), name="pixels")
     # float32 under any mixed-precision policy, as the data pipeline.
     normalized = InputNormalization(mean, std, dtype="float32",
-                                    name="input_normalization")(inputs)
-    return keras.Model(inputs, model(normalized), name=model.name)
+                                    name="input_normalization")(pixels)
+    if not getattr(model, "inputs", None):  # subclassed: nest it
+        return keras.Model(pixels, model(normalized), name=model.name)
+
+    def call_function(layer, *args, **kwargs):
+        args = keras.tree.map_structure(
+            lambda t: normalized if t is pixels else t, args)
+        return layer(*args, **kwargs)
+
+    # A flat copy (not `model` nested in a wrapper): every layer stays
+    # visible to the profiler and to quantization-aware training.
+    servable = keras.models.clone_model(model, input_tensors=pixels,
+                                        call_function=call_function)
+    servable.set_weights(model.get_weights())
+    return servable
 
 
 def input_contract(model):
