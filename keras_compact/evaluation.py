@@ -78,6 +78,11 @@ class LiteRTRunner(Runner):
         self.contract = export.read_input_contract(path)
         self._batch = None
 
+    @property
+    def output_step(self):
+        """The output's quantization step (0.0 for a float output)."""
+        return float(self._output["quantization"][0])
+
     def _run(self, x):
         if self._batch != len(x):
             self._interpreter.resize_tensor_input(
@@ -99,17 +104,23 @@ class LiteRTRunner(Runner):
 
 
 class KerasRunner(Runner):
-    """A `.keras` file (or an in-memory Keras model)."""
+    """A `.keras` file (or an in-memory Keras model).
+
+    `raw_pixels=True` declares that `model` takes raw pixels although it
+    does not start with an `InputNormalization` (e.g. a `qat` twin).
+    """
 
     kind = "Keras"
 
-    def __init__(self, path=None, model=None):
-        self.path = path
+    def __init__(self, path=None, model=None, raw_pixels=False):
+        self.path = path or getattr(model, "name", "model")
         self.model = model if model is not None else keras.models.load_model(
             path, compile=False)
         self.input_shape = tuple(self.model.inputs[0].shape[1:])
         self.input_dtype = "float32"
         self.contract = export.input_contract(self.model)
+        if raw_pixels and self.contract is None:
+            self.contract = {"dtype": "uint8", "range": [0, 255]}
 
     def _run(self, x):
         return keras.ops.convert_to_numpy(

@@ -454,15 +454,18 @@ def fine_tune(model, train, calibration, epochs=1, optimizer=None,
             them after training, so the returned twin computes what the
             int8 file computes.
         epochs, steps_per_epoch: of the fine-tuning.
-        optimizer: defaults to SGD momentum 0.9 at 1e-3, small enough not
-            to undo the float training.
+        optimizer: defaults to Adam at 1e-4. With BN frozen, a change of
+            a conv's kernel is no longer renormalised by batch statistics:
+            SGD at the float training's 1e-3 (momentum 0.9) took a
+            Fashion-MNIST net from 77% to 39% top-1 in 16 steps, Adam at
+            1e-4 to 82% (an epoch of 4,096 images).
 
     Returns:
         The calibrated fake-quantized twin (`quantize_model`).
     """
     qat_model = calibrate(quantize_model(model), calibration)
     qat_model.compile(
-        optimizer or keras.optimizers.SGD(1e-3, momentum=0.9),
+        optimizer or keras.optimizers.Adam(1e-4),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     qat_model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,

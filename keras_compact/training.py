@@ -24,6 +24,8 @@ from keras_compact import export
 from keras_compact import methods
 from keras_compact import optimizers
 from keras_compact import profiling
+from keras_compact import qat
+from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
 log = logging.getLogger("keras_compact")
@@ -250,23 +252,62 @@ def _bytes(path):
                for name in names)
 
 
+def _record(path, context):
+    """What metrics.json keeps of an exported file."""
+    data = context.data
+    result = evaluation.evaluate(
+        evaluation.open_model(path), evaluation.pixel_batches(data),
+        data.num_classes, data.input_shape, data.mean, data.std,
+        progress=context.config.verbose)
+    log.info("exported %s: %s bytes, test accuracy %.4f", path,
+             f"{_bytes(path):,}", result["top1"])
+    return {"path": path, "bytes": _bytes(path),
+            "test_accuracy": result["top1"]}
+
+
 def _export(model, context):
     """Writes the formats of `config.export`; returns what metrics.json
     records of each: `{format: {path, bytes, test_accuracy}}`."""
     directory = os.path.join(context.workdir, "export")
-    data = context.data
-    written = {}
-    for name in filter(None, context.config.export.split(",")):
-        path = EXPORTS.get(name)(model, directory, context)
-        result = evaluation.evaluate(
-            evaluation.open_model(path), evaluation.pixel_batches(data),
-            data.num_classes, data.input_shape, data.mean, data.std,
-            progress=context.config.verbose)
-        written[name] = {"path": path, "bytes": _bytes(path),
-                         "test_accuracy": result["top1"]}
-        log.info("exported %s to %s: %s bytes, test accuracy %.4f", name,
-                 path, f"{written[name]['bytes']:,}", result["top1"])
-    return written
+    return {name: _record(EXPORTS.get(name)(model, directory, context),
+                          context)
+            for name in filter(None, context.config.export.split(","))}
+
+
+QAT_FILE = "model_int8_qat.tflite"
+
+
+def _quantization_aware(deployable, context):
+    """A raw-pixel copy of `deployable` fine-tuned for `config.qat_epochs`
+    with int8 fake quantization (`keras_compact.qat`), or None (no QAT, or
+    a deployable it cannot model: a warning says why).
+
+    Every worker trains (the fit is collective); the chief exports.
+    """
+    config, data = context.config, context.data
+    if not config.get("qat_epochs"):
+        return None
+    if config.qat_epochs < 0:
+        raise UsageError(f"qat_epochs={config.qat_epochs}: must be 0 (no "
+                         "quantization-aware training) or positive.")
+    mean = tf.constant(data.mean, tf.float32)
+    std = tf.constant(data.std, tf.float32)
+    pixels = data.train.map(lambda x, y: (x * std + mean, y))
+    with context.strategy.scope():
+        servable = export.with_raw_input(deployable, data.mean, data.std,
+                                         data.input_shape)
+        try:
+            qat.quantize_model(servable)
+        except UsageError as error:  # the trained model is kept regardless
+            log.warning("qat_epochs=%d skipped: %s", config.qat_epochs,
+                        error)
+            return None
+        qat.fine_tune(
+            servable, pixels.repeat() if config.steps_per_epoch else pixels,
+            _calibration(servable, context), epochs=config.qat_epochs,
+            steps_per_epoch=config.steps_per_epoch or None,
+            verbose=config.verbose)
+    return servable
 
 
 def _evaluate(model, trained, dataset):
@@ -341,6 +382,7 @@ def run(config):
         "train_images_per_second": throughput.images_per_second,
         "wall_seconds": time.perf_counter() - start,
     }
+    qat_servable = _quantization_aware(deployable, context)
     if chief:
         # What ships takes raw pixels; the trained maths is unchanged.
         servable = export.with_raw_input(deployable, data.mean, data.std,
@@ -348,6 +390,12 @@ def run(config):
         servable.save(os.path.join(config.workdir, "deployable.keras"))
         metrics["input"] = export.input_contract(servable)
         metrics["exports"] = _export(servable, context)
+        if qat_servable is not None:
+            path = export.to_litert(
+                qat_servable, os.path.join(config.workdir, "export",
+                                           QAT_FILE), "int8",
+                _calibration(qat_servable, context))
+            metrics["exports"]["tflite_int8_qat"] = _record(path, context)
         with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
                                "w") as f:
             json.dump(metrics, f, indent=2)
