@@ -6,9 +6,11 @@ nothing about the accuracy a user ships. Each net trains once per session
 (about a minute on 2 cores) and is kept as a `.keras` file on raw pixels.
 """
 
+import atexit
 import dataclasses
 import functools
 import os
+import shutil
 import tempfile
 
 import keras
@@ -85,6 +87,7 @@ def trained(name):
     model.fit(x, dataset.y_train[:TRAIN_IMAGES], batch_size=128, epochs=1,
               verbose=0)
     folder = tempfile.mkdtemp(prefix=f"keras_compact_{name}_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     deployable = os.path.join(folder, "deployable.keras")
     servable = os.path.join(folder, "servable.keras")
     model.save(deployable)

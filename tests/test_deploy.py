@@ -21,6 +21,11 @@ from tests import testing
 
 pytest.importorskip("ai_edge_litert.interpreter")
 
+# Tests on nets trained on Fashion-MNIST (about a minute each on 2 cores,
+# once per session): CI's second tier.
+def TRAINED(test):  # noqa: N802 (reads as a mark)
+    return pytest.mark.slow(pytest.mark.ci_slow(test))
+
 
 def test_input_normalization_layer():
     layer = testing.run_layer_test(
@@ -36,6 +41,7 @@ def test_input_normalization_layer():
         export.InputNormalization([1.0], [0.0])
 
 
+@TRAINED
 def test_servable_round_trip_and_contract():
     trained = deploy_models.trained("plain")
     servable = trained.load()
@@ -48,6 +54,7 @@ def test_servable_round_trip_and_contract():
     assert export.input_contract(trained.load("deployable")) is None
 
 
+@TRAINED
 def test_float32_file_on_pixels_equals_deployable_on_normalized(tmp_path):
     trained = deploy_models.trained("plain")
     path = export.to_litert(trained.load(), str(tmp_path / "m.tflite"))
@@ -64,6 +71,7 @@ def test_float32_file_on_pixels_equals_deployable_on_normalized(tmp_path):
     np.testing.assert_allclose(actual, expected, atol=1e-4 * scale)
 
 
+@TRAINED
 def test_int8_file_takes_uint8_pixels_and_records_contract(tmp_path):
     from ai_edge_litert import interpreter as litert
 
@@ -94,6 +102,7 @@ def test_int8_file_takes_uint8_pixels_and_records_contract(tmp_path):
 
 # Measured int8 PTQ drops on the 10,000 test images (one epoch on the 60k
 # training images, 200 calibration images): see the comment at the bound.
+@TRAINED
 @pytest.mark.parametrize("net", ["plain", "slimconv"])
 def test_int8_top1_within_a_point_of_float32(net, tmp_path):
     trained = deploy_models.trained(net)
@@ -121,6 +130,7 @@ def test_int8_top1_within_a_point_of_float32(net, tmp_path):
 DROP_POINTS = {"plain": 1.0, "slimconv": 2.0}
 
 
+@TRAINED
 def test_evaluate_command_float32_tflite_agrees_with_keras(tmp_path):
     trained = deploy_models.trained("plain")
     path = export.to_litert(trained.load(), str(tmp_path / "m.tflite"))
@@ -186,10 +196,14 @@ def test_int8_calibration_of_the_wrong_shape_fails_in_one_line(tmp_path):
 
 
 def test_exports_round_trip_through_ram_filesystem(tmp_path):
-    trained = deploy_models.trained("plain")
-    servable = trained.load()
-    pixels = trained.dataset.x_test[:16]
-    calibration = deploy_models.calibration(trained.dataset)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    servable = export.with_raw_input(keras.Model(inputs, outputs),
+                                     [120.0, 110.0, 100.0], [60.0, 50.0, 40.0])
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+    calibration = rng.integers(0, 256, (32, 8, 8, 3)).astype("float32")
     writers = {
         "saved_model": lambda root: export.to_saved_model(
             servable, f"{root}/saved_model"),
@@ -213,14 +227,14 @@ def test_exports_round_trip_through_ram_filesystem(tmp_path):
 def test_trainer_records_contract_and_exported_accuracies(tmp_path):
     config = baseline.get_config("smoke")
     config.update(dataset="synthetic", arch="smallnet3", verbose=0,
-                  workdir=str(tmp_path),
+                  workdir=str(tmp_path), qat_epochs=1,
                   export="saved_model,tflite,tflite_int8")
     metrics = training.run(config)
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f) == json.loads(json.dumps(metrics))
     assert metrics["input"]["dtype"] == "uint8"
     assert len(metrics["input"]["mean"]) == 3
-    for name in ("saved_model", "tflite", "tflite_int8"):
+    for name in ("saved_model", "tflite", "tflite_int8", "tflite_int8_qat"):
         record = metrics["exports"][name]
         assert record["bytes"] > 0 and os.path.exists(record["path"])
         assert 0.0 <= record["test_accuracy"] <= 1.0

@@ -38,6 +38,8 @@ def _max_steps(twin, path, pixels):
     return np.abs(actual - expected).max() / runner.output_step
 
 
+@pytest.mark.slow
+@pytest.mark.ci_slow
 def test_qat_twin_equals_int8_file_and_keeps_accuracy(tmp_path):
     trained = deploy_models.trained("plain")
     dataset = trained.dataset
