@@ -289,7 +289,7 @@ class InputQuantizer(keras.layers.Layer):
 @dataclasses.dataclass
 class _Node:
     layer: object
-    inputs: object  # structure of canonical tensor ids
+    inputs: object  # structure of tensor ids
     output: int
 
 
@@ -333,7 +333,7 @@ def _plan(nodes):
         return users[0] if len(users) == 1 else None
 
     fused = {}  # absorbed node id -> node that absorbed it
-    extras = {}  # producer node id -> {"bn":, "activation":}
+    extras = {}  # producer node id -> (fusions, id of its last output)
     for node in nodes:
         layer = node.layer
         if id(node) in fused:
