@@ -366,6 +366,29 @@ def read_input_contract(path):
     return None
 
 
+def litert_ops(path):
+    """The sorted builtin op names of a `.tflite` file, e.g. to check it
+    against a delegate's op list.
+
+    Example:
+
+    >>> keras_compact.export.litert_ops("export/model.tflite")
+    ['ADD', 'CONV_2D', 'FULLY_CONNECTED', 'MEAN', 'PAD', 'SUB']
+    """
+    import tensorflow as tf
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    with tf.io.gfile.GFile(str(path), "rb") as f:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(
+            f.read()))
+    names = {code: name for name, code in
+             vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    return sorted({names[flatbuffer_utils.get_builtin_code_from_operator_code(
+        model.operatorCodes[op.opcodeIndex])]
+        for subgraph in model.subgraphs for op in subgraph.operators})
+
+
 def _check_calibration(model, representative_data):
     """Fails in one line on calibration inputs that do not fit `model`."""
     if representative_data is None:

@@ -222,6 +222,10 @@ def test_exports_round_trip_through_ram_filesystem(tmp_path):
             evaluation.open_model(local).predict(pixels), err_msg=name)
         assert export.read_input_contract(remote) == (
             export.read_input_contract(local))
+    # The normalisation costs a SUB and, with 3 channels' stds, a MUL (the
+    # converter folded 1 / std into the conv for 1-channel Fashion-MNIST).
+    assert export.litert_ops(f"{tmp_path}/model.tflite") == [
+        "CONV_2D", "FULLY_CONNECTED", "MEAN", "MUL", "SUB"]
 
 
 def test_trainer_records_contract_and_exported_accuracies(tmp_path):
