@@ -49,7 +49,7 @@ def main(argv):
                      if FLAGS.reference else None)
         try:
             dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
-        except (ValueError, FileNotFoundError) as error:  # names the fix
+        except (ValueError, OSError, RuntimeError) as error:  # names the fix
             raise UsageError(f"--dataset={FLAGS.dataset}: {error}")
         result = evaluation.evaluate_on(runner, dataset, reference,
                                         FLAGS.batch_size,
