@@ -20,10 +20,13 @@ from keras import ops
 from keras_compact import api
 from keras_compact import data as data_lib
 from keras_compact import distribute
+from keras_compact import evaluation
 from keras_compact import export
 from keras_compact import methods
 from keras_compact import optimizers
 from keras_compact import profiling
+from keras_compact import qat
+from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
 log = logging.getLogger("keras_compact")
@@ -244,6 +247,12 @@ def _callbacks(context, method, chief, images_per_epoch):
     return callbacks + method.callbacks(context), throughput
 
 
+def _calibration(model, context):
+    data = context.data
+    return export.calibration_inputs(model, data.representative(),
+                                     data.mean, data.std)
+
+
 EXPORTS = Registry("export format")
 EXPORTS.register("saved_model", lambda model, directory, context:
                  export.to_saved_model(model,
@@ -256,17 +265,74 @@ for _quantization, _file in (("float32", "model.tflite"),
         "tflite" if _quantization == "float32" else f"tflite_{_quantization}",
         lambda model, directory, context, q=_quantization, f=_file:
         export.to_litert(model, os.path.join(directory, f), q,
-                         context.data.representative()),
+                         _calibration(model, context)),
     )
 
 
+def _bytes(path):
+    if not tf.io.gfile.isdir(path):
+        return tf.io.gfile.stat(path).length
+    return sum(tf.io.gfile.stat(os.path.join(folder, name)).length
+               for folder, _, names in tf.io.gfile.walk(path)
+               for name in names)
+
+
+def _record(path, context):
+    """What metrics.json keeps of an exported file."""
+    data = context.data
+    result = evaluation.evaluate(
+        evaluation.open_model(path), evaluation.pixel_batches(data),
+        data.num_classes, data.input_shape, data.mean, data.std,
+        progress=context.config.verbose)
+    log.info("exported %s: %s bytes, test accuracy %.4f", path,
+             f"{_bytes(path):,}", result["top1"])
+    return {"path": path, "bytes": _bytes(path),
+            "test_accuracy": result["top1"]}
+
+
 def _export(model, context):
+    """Writes the formats of `config.export`; returns what metrics.json
+    records of each: `{format: {path, bytes, test_accuracy}}`."""
     directory = os.path.join(context.workdir, "export")
-    written = {}
-    for name in filter(None, context.config.export.split(",")):
-        written[name] = EXPORTS.get(name)(model, directory, context)
-        log.info("exported %s to %s", name, written[name])
-    return written
+    return {name: _record(EXPORTS.get(name)(model, directory, context),
+                          context)
+            for name in filter(None, context.config.export.split(","))}
+
+
+QAT_FILE = "model_int8_qat.tflite"
+
+
+def _quantization_aware(deployable, context):
+    """A raw-pixel copy of `deployable` fine-tuned for `config.qat_epochs`
+    with int8 fake quantization (`keras_compact.qat`), or None (no QAT, or
+    a deployable it cannot model: a warning says why).
+
+    Every worker trains (the fit is collective); the chief exports.
+    """
+    config, data = context.config, context.data
+    if not config.get("qat_epochs"):
+        return None
+    if config.qat_epochs < 0:
+        raise UsageError(f"qat_epochs={config.qat_epochs}: must be 0 (no "
+                         "quantization-aware training) or positive.")
+    mean = tf.constant(data.mean, tf.float32)
+    std = tf.constant(data.std, tf.float32)
+    pixels = data.train.map(lambda x, y: (x * std + mean, y))
+    with context.strategy.scope():
+        servable = export.with_raw_input(deployable, data.mean, data.std,
+                                         data.input_shape)
+        try:
+            qat.quantize_model(servable)
+        except UsageError as error:  # the trained model is kept regardless
+            log.warning("qat_epochs=%d skipped: %s", config.qat_epochs,
+                        error)
+            return None
+        qat.fine_tune(
+            servable, pixels.repeat() if config.steps_per_epoch else pixels,
+            _calibration(servable, context), epochs=config.qat_epochs,
+            steps_per_epoch=config.steps_per_epoch or None,
+            verbose=config.verbose)
+    return servable
 
 
 def _evaluate(model, trained, dataset):
@@ -287,7 +353,9 @@ def run(config):
 
     Writes to `config.workdir`: `backup/` (resume), `log.csv`,
     `tensorboard/`, `model.keras` (as trained), `deployable.keras` (after
-    the method's transform), `export/` and `metrics.json`.
+    the method's transform, taking raw pixels: `export.with_raw_input`),
+    `export/` and `metrics.json` (with the input contract and every
+    exported file's size and test accuracy).
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -351,9 +419,20 @@ def run(config):
         "train_images_per_second": throughput.images_per_second,
         "wall_seconds": time.perf_counter() - start,
     }
+    qat_servable = _quantization_aware(deployable, context)
     if chief:
-        deployable.save(os.path.join(config.workdir, "deployable.keras"))
-        metrics["exports"] = _export(deployable, context)
+        # What ships takes raw pixels; the trained maths is unchanged.
+        servable = export.with_raw_input(deployable, data.mean, data.std,
+                                         data.input_shape)
+        servable.save(os.path.join(config.workdir, "deployable.keras"))
+        metrics["input"] = export.input_contract(servable)
+        metrics["exports"] = _export(servable, context)
+        if qat_servable is not None:
+            path = export.to_litert(
+                qat_servable, os.path.join(config.workdir, "export",
+                                           QAT_FILE), "int8",
+                _calibration(qat_servable, context))
+            metrics["exports"]["tflite_int8_qat"] = _record(path, context)
         with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
                                "w") as f:
             json.dump(metrics, f, indent=2)

@@ -46,6 +46,7 @@ def cifar_recipe(method, arch="resnet20"):
     config.steps_per_execution = 1
     config.mixed_precision = ""  # "", mixed_float16 (GPU), mixed_bfloat16
     config.export = ""  # any of saved_model,tflite,tflite_float16,tflite_int8
+    config.qat_epochs = 0  # >0: int8 QAT fine-tuning -> model_int8_qat.tflite
     config.verbose = 1
     return config
 

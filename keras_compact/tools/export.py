@@ -3,8 +3,9 @@
   python -m tools.export --model=runs/baseline/deployable.keras \\
       --formats=saved_model,tflite,tflite_int8 --dataset=cifar10
 
-int8 calibration uses 200 training images of --dataset, normalised with
-that dataset's statistics (as the trainer does).
+int8 calibration uses 200 training images of --dataset: raw pixels for a
+model that takes them (the trainer's deployable.keras), else normalised
+with that dataset's statistics.
 """
 
 import os
@@ -53,7 +54,9 @@ def main(argv):
             calibration = None
             if _LITERT[name] == "int8":
                 dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
-                calibration = data.make_splits(dataset, 1).representative()
+                calibration = export.calibration_inputs(
+                    model, data.make_splits(dataset, 1).representative(),
+                    dataset.mean, dataset.std)
             path = export.to_litert(
                 model, os.path.join(FLAGS.output_dir, f"{name}.tflite"),
                 _LITERT[name], calibration)

@@ -35,6 +35,8 @@ FIELDS = {
     "tpu": "TPU name or grpc:// address for --strategy=tpu.",
     "export": "Comma list of saved_model, tflite, tflite_float16, "
               "tflite_int8.",
+    "qat_epochs": "Epochs of int8 quantization-aware fine-tuning of the "
+                  "deployable, exported as model_int8_qat.tflite (0: none).",
     "jit_compile": "XLA compilation (faster on GPU/TPU, slower on CPU).",
     "mixed_precision": "'', mixed_float16 (GPU) or mixed_bfloat16 (TPU).",
     "train_subset": "Use only the first N training images (0: all).",
