@@ -156,7 +156,8 @@ def test_evaluate_command_fails_in_one_line(tmp_path):
         text=True)
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "no such file" in lines[-1]
+    assert lines[-1].startswith("tools.evaluate: error: ")
+    assert "no such file" in lines[-1]
     assert "Traceback" not in completed.stderr
 
 

@@ -22,6 +22,7 @@ from absl import logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import evaluation  # noqa: E402
 from keras_compact.errors import UsageError  # noqa: E402
@@ -43,20 +44,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    runner = evaluation.open_model(FLAGS.model)
+    reference = (evaluation.open_model(FLAGS.reference)
+                 if FLAGS.reference else None)
     try:
-        runner = evaluation.open_model(FLAGS.model)
-        reference = (evaluation.open_model(FLAGS.reference)
-                     if FLAGS.reference else None)
-        try:
-            dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
-        except (ValueError, OSError, RuntimeError) as error:  # names the fix
-            raise UsageError(f"--dataset={FLAGS.dataset}: {error}")
-        result = evaluation.evaluate_on(runner, dataset, reference,
-                                        FLAGS.batch_size,
-                                        progress=sys.stdout.isatty())
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
+    except (ValueError, OSError, RuntimeError) as error:  # names the fix
+        raise UsageError(f"--dataset={FLAGS.dataset}: {error}") from None
+    result = evaluation.evaluate_on(runner, dataset, reference,
+                                    FLAGS.batch_size,
+                                    progress=sys.stdout.isatty())
     if FLAGS.json:
         print(json.dumps(dict(model=FLAGS.model, dataset=FLAGS.dataset,
                               **result)))
@@ -71,5 +68,9 @@ def main(argv):
     print(line)
 
 
+def run():
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
