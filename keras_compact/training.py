@@ -313,6 +313,7 @@ def run(config):
         "epochs": config.epochs,
         "train_images_per_second": throughput.images_per_second,
         "wall_seconds": time.perf_counter() - start,
+        **method.deployment_notes(),
     }
     if chief:
         deployable.save(os.path.join(config.workdir, "deployable.keras"))
