@@ -160,6 +160,22 @@ def mask_indices(mask, groups=None):
     return table
 
 
+def block_groups(mask):
+    """The fewest output blocks G for which `mask_indices(mask, G)` exists.
+
+    Output channels in one block share their input list, so the gathered
+    form runs G groups (the channel-level graph: G = out_channels).
+    """
+    out_channels = mask.shape[1]
+    for groups in range(1, out_channels + 1):
+        if out_channels % groups:
+            continue
+        blocks = mask.reshape(mask.shape[0], groups, -1) != 0
+        if (blocks == blocks[..., :1]).all():
+            return groups
+    return out_channels
+
+
 def reference_mask(mask):
     """The `(in_channels, out_channels)` mask of an official-code checkpoint.
 
@@ -398,14 +414,14 @@ class _Expander(keras.layers.Layer):
         if self.impl != "masked":
             raise ValueError(f"Layer '{self.name}' is already gathered.")
         mask = self.get_mask()
-        groups = self.groups
-        try:
-            table = mask_indices(mask, groups)
-        except ValueError:  # a set mask without the block structure
-            groups = None
-            table = mask_indices(mask)
+        groups = block_groups(mask)
+        table = mask_indices(mask, groups)
+        # The gathered layer's graph is its table; the seed only shapes the
+        # placeholder, and block tables are drawn output-regular.
+        side = self.regular_side if groups == mask.shape[1] else "out"
         layer = type(self).from_config(dict(
-            self.get_config(), impl="gather", groups=groups,
+            self.get_config(), impl="gather", regular_side=side,
+            groups=None if groups == mask.shape[1] else groups,
             gather_slots=table.shape[1]))
         layer.build(input_shape)
         layer.indices.assign(table)
@@ -724,16 +740,9 @@ def _masked_cost(layer, input_shape):
     return cost, "dense conv/matmul with the mask folded into its weights"
 
 
-def _gather_table(layer):
-    mask = layer.get_mask()
-    try:
-        return mask_indices(mask, layer.groups)
-    except ValueError:
-        return mask_indices(mask)
-
-
 def _gather_cost(layer, input_shape):
-    table = _gather_table(layer)
+    mask = layer.get_mask()
+    table = mask_indices(mask, block_groups(mask))
     groups, depth = table.shape
     contiguous = table.size == layer.in_channels and (
         table.reshape(-1) == np.arange(layer.in_channels)).all()
