@@ -13,14 +13,16 @@ the same function:
   batched matmul (dense), so only the existing connections are computed.
 
 `gathered_model(model)` converts a trained masked model into the gathered
-form exactly.
+form exactly; `deployable_model(model)` gives each layer its fastest exact
+LiteRT form instead (`DEPLOY_RULE`), which for the paper's random graphs is
+the masked dense conv.
 
 Speed: with one input list per output channel (the paper's graph) the
 gathered tensor has `C_out * C_in / ES` channels, so that form is
-memory-bound and can be slower than the dense layer on CPU (spec 5). Block
-expanders (`groups=G`, and `chunks=C` so that the gather moves contiguous
-slabs) keep the density and MACs with a gathered tensor of only
-`G * C_in / ES` channels.
+memory-bound and slower than the dense layer on CPU (spec 5) and in LiteRT
+(its GATHER is not delegated to XNNPACK). Block expanders (`groups=G`, and
+`chunks=C` so that the gather moves contiguous slabs) keep the density and
+MACs with a gathered tensor of only `G * C_in / ES` channels.
 
 Counting convention (`profile()` hooks): params and MACs count only the
 connections that exist, i.e. `k * k * nnz(mask)` weights and
@@ -785,7 +787,9 @@ def choose_deploy_form(layer, input_shape):
 
     Example:
 
-    >>> choose_deploy_form(conv, (1, 32, 32, 48))["form"]
+    >>> conv = ExpanderConv2D(96, 1, expand_ratio=2, seed=0)
+    >>> _ = conv(keras.ops.ones((1, 32, 32, 48)))
+    >>> choose_deploy_form(conv, (1, 32, 32, 48))["form"]  # needs a GATHER
     'masked'
     """
     costs, notes = {}, {}
