@@ -654,3 +654,25 @@ def test_imported_dense_mask_converts():
         layer.set_mask(linear_mask)
     with pytest.raises(ValueError, match="constant over"):
         expander.reference_mask(np.random.rand(4, 4, 3, 3) > 0.5)
+
+
+@pytest.mark.slow
+def test_xnet_run_reports_deploy_forms(tmp_path, caplog):
+    import json
+    import logging
+
+    from keras_compact import training
+
+    config = xnet_config.get_config("smoke,arch=x_vgg16")
+    config.update(dataset="synthetic", workdir=str(tmp_path), verbose=0,
+                  export="")
+    with caplog.at_level(logging.INFO, logger="keras_compact"):
+        training.run(config)
+    with open(tmp_path / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved["expander_deploy_counts"] == {"masked": 11}
+    forms = saved["expander_deploy_forms"]
+    assert sorted(forms) == sorted([f"conv{i}" for i in range(4, 14)]
+                                   + ["fc1"])
+    assert forms["fc1"]["lane_macs"]["masked"] == 512 * 512
+    assert "xnet: conv4 deploys masked" in caplog.text
