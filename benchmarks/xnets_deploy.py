@@ -2,7 +2,7 @@
 
 python -m benchmarks.xnets_deploy [--pairs=densenet,vgg,mobilenet2,
     mobilenet4,mobilenet8,mobilenet16,resnet18] [--quant=float32,int8]
-    [--repeats=9 --invokes=3] [--train_rounds=0]
+    [--repeats=9 --invokes=3] [--train_rounds=0] [--dir=/tmp/xnets_tflite]
 
 For each pair: the dense net, the X-Net's deployable
 (`layers.deployable_model`, the forms `--method=xnet` exports) and, in
@@ -10,11 +10,14 @@ float32, the same deployable with sparse-encoded weights
 (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: DENSIFY ops, which make the
 XNNPACK delegate hint its sparse NCHW inference). Random weights, random BN
 statistics (the selection and the timing do not depend on training).
-Each `.tflite` file's conversion time is printed; then the pair's files are
-timed interleaved (benchmarks/latency.py's protocol: batch 1, 1 thread,
-`repeats` rounds of `invokes` calls each, median and minimum of the round
-means). MAC ratios are the profiler's (connections that exist, the paper's
-count) over the dense net's. The goal column is issue 14's: latency ratio
+Each `.tflite` file's conversion time is printed (files and times are kept
+in `--dir` and reused by later runs); then the pair's files are timed
+interleaved (benchmarks/latency.py's protocol: batch 1, 1 thread, `repeats`
+rounds of `invokes` calls each, median and minimum of the round means) in
+process CPU time, which leaves out the time other jobs of a shared machine
+hold the cores (`--clock=wall` for wall time). MAC ratios are the
+profiler's (connections that exist, the paper's count) over the dense
+net's. The goal column is issue 14's: latency ratio
 <= MAC ratio + 0.2 (1 - MAC ratio).
 
 `--train_rounds=N` also measures training images/s of the masked X-DenseNet
@@ -24,7 +27,6 @@ rounds of `benchmarking.training_throughput`).
 
 import os
 import statistics
-import tempfile
 import time
 
 from absl import app
@@ -42,6 +44,7 @@ from keras_compact import layers  # noqa: E402
 from keras_compact import models  # noqa: E402
 from keras_compact import profiling  # noqa: E402
 
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 IMAGENET = ((224, 224, 3), 1000)
 CIFAR = ((32, 32, 3), 10)
 # name -> (dense arch, dense kwargs, X arch, X kwargs, (shape, classes))
@@ -57,6 +60,9 @@ PAIRS = {
 flags.DEFINE_list("pairs", list(PAIRS), f"Pairs to run: {list(PAIRS)}.")
 flags.DEFINE_list("quant", ["float32", "int8"], "LiteRT quantizations.")
 flags.DEFINE_integer("train_rounds", 0, "Training throughput rounds (0: no).")
+flags.DEFINE_string("dir", "/tmp/xnets_tflite", "Where .tflite files and "
+                    "their conversion times are kept and reused.")
+flags.DEFINE_enum("clock", "cpu", ["cpu", "wall"], "Timing clock.")
 FLAGS = flags.FLAGS
 
 
@@ -73,6 +79,10 @@ def _random_bn(model):
 
 def _convert(model, path, quantization, sparse=False):
     """Writes the file as `export.to_litert` does; returns seconds."""
+    record = path + ".seconds"
+    if os.path.exists(record):
+        with open(record) as f:
+            return float(f.read())
     start = time.perf_counter()
     calibration = latency._calibration(model.inputs[0].shape[1:])
     if sparse:
@@ -84,10 +94,13 @@ def _convert(model, path, quantization, sparse=False):
         model.export(path, format="litert", verbose=False, **kwargs)
     else:
         export.to_litert(model, path, quantization, calibration)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    with open(record, "w") as f:
+        f.write(str(seconds))
+    return seconds
 
 
-def _pair(name, tmp):
+def _pair(name, directory):
     dense_arch, dense_kwargs, x_arch, x_kwargs, (shape, classes) = PAIRS[name]
     dense = _random_bn(models.build(dense_arch, shape, classes,
                                     **dense_kwargs))
@@ -108,14 +121,14 @@ def _pair(name, tmp):
             entries.append(("X deployable, sparse-encoded", deployed, True))
         rows = []
         for label, model, sparse in entries:
-            path = os.path.join(tmp, f"{name}_{len(rows)}_{quantization}"
-                                ".tflite")
+            path = os.path.join(directory, f"{name}_{len(rows)}_"
+                                f"{quantization}.tflite")
             seconds = _convert(model, path, quantization, sparse)
             print(f"converted {label} {quantization} in {seconds:.1f} s",
                   flush=True)
             rows.append({"name": label, "quant": quantization,
                          "path": path, "convert": seconds})
-        latency._time(rows)
+        latency._time(rows, CLOCKS[FLAGS.clock])
         print("\n| model | quant | convert s | XNNPACK partitions | ms "
               "median / min | latency ratio median / min |\n"
               "|---|---|---:|---:|---:|---:|")
@@ -149,9 +162,9 @@ def _training(rounds):
 
 def main(argv):
     del argv
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in FLAGS.pairs:
-            _pair(name, tmp)
+    os.makedirs(FLAGS.dir, exist_ok=True)
+    for name in FLAGS.pairs:
+        _pair(name, FLAGS.dir)
     if FLAGS.train_rounds:
         _training(FLAGS.train_rounds)
 
