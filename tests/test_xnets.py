@@ -676,3 +676,41 @@ def test_xnet_run_reports_deploy_forms(tmp_path, caplog):
                                    + ["fc1"])
     assert forms["fc1"]["lane_macs"]["masked"] == 512 * 512
     assert "xnet: conv4 deploys masked" in caplog.text
+
+
+def test_shuffle_graph_is_regular_and_connects_in_two_layers():
+    first = expander.expander_mask(32, 32, 8, "shuffle", groups=4)
+    second = expander.expander_mask(32, 32, 8, "shuffle", groups=4)
+    np.testing.assert_array_equal(first.sum(0), 8)
+    np.testing.assert_array_equal(first.sum(1), 8)
+    assert expander.singular_value_ratio(first) == pytest.approx(1.0)
+    assert (first @ second > 0).all()  # every input reaches every output
+    with pytest.raises(ValueError, match="shuffle graph needs groups"):
+        expander.expander_mask(32, 32, 8, "shuffle")
+
+
+def test_shuffle_layer_deploys_as_transpose_and_grouped_conv():
+    x = np.random.default_rng(4).normal(size=(2, 14, 14, 64)).astype(
+        "float32")
+    layer = layers.ExpanderConv2D(128, 1, regular_side="shuffle", groups=4,
+                                  seed=0, name="s")
+    model = _one_layer_model(layer, x.shape[1:])
+    report = _check_deployable(model, x)
+    assert report["s"]["form"] == "gather"
+    assert "shuffle" in report["s"]["reason"]
+    deployed, _ = layers.deployable_model(model)
+    assert deployed.get_layer("s")._shuffle
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+def test_x_mobilenet_shuffle_variant_deploys_without_gather():
+    model = _random_bn_statistics(models.build(
+        "x_mobilenet_v1_0.5_shuffle", (64, 64, 3), 10, expand_ratio=4))
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(
+        "float32")
+    report = _check_deployable(model, x)
+    assert {c["form"] for c in report.values()} == {"gather"}
+    assert profiling.profile(model).macs == profiling.profile(
+        models.build("x_mobilenet_v1_0.5", (64, 64, 3), 10,
+                     expand_ratio=4)).macs

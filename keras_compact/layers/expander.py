@@ -45,7 +45,7 @@ from keras_compact.layers import conv_args
 from keras_compact.layers.grouped_conv import GroupedConv2D
 
 IMPLEMENTATIONS = ("masked", "gather")
-REGULAR_SIDES = ("out", "in")
+REGULAR_SIDES = ("out", "in", "shuffle")
 COUNTING_CONVENTION = (
     "expander layers: params and MACs over existing connections only "
     "(k*k*nnz(mask) weights, k*k*H_out*W_out*nnz(mask) MACs)"
@@ -61,8 +61,12 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
         degree: number of neighbours each regular-side vertex picks.
         regular_side: `"out"` (the rule that produced the paper's logs: each
             output channel, or each output block, picks `degree` distinct
-            inputs uniformly) or `"in"` (each input picks `degree` distinct
-            outputs; the 2017 X-MobileNet rule).
+            inputs uniformly), `"in"` (each input picks `degree` distinct
+            outputs; the 2017 X-MobileNet rule) or `"shuffle"` (a variant,
+            not random: a ShuffleNet channel shuffle of G = `groups` groups,
+            then G contiguous groups, `degree = in_channels / G`; two such
+            layers connect every input to every output when
+            `in_channels >= G * G`).
         groups: `None` for the channel-level graph, or G: the outputs are
             split into G contiguous blocks that share one input list
             (block expander, fewer gathered channels). Only with
@@ -83,6 +87,19 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
                          f"Received: regular_side={regular_side!r}.")
     rng = np.random.default_rng(seed)
     mask = np.zeros((in_channels, out_channels), "float32")
+    if regular_side == "shuffle":
+        if not groups or in_channels % groups or out_channels % groups or (
+                degree != in_channels // groups):
+            raise ValueError(
+                f"A shuffle graph needs groups dividing both channel counts "
+                f"and degree = in_channels / groups. Received: in_channels="
+                f"{in_channels}, out_channels={out_channels}, groups="
+                f"{groups}, degree={degree}.")
+        width, depth = out_channels // groups, in_channels // groups
+        for g in range(groups):
+            inputs = shuffle_order(in_channels, groups)[g * depth:][:depth]
+            mask[inputs, g * width:(g + 1) * width] = 1
+        return mask
     if regular_side == "in":
         if groups or chunks:
             raise ValueError("Block expanders (groups) are output-regular; "
@@ -113,6 +130,16 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
         inputs = (picked[:, None] * size + np.arange(size)).reshape(-1)
         mask[inputs, g * width:(g + 1) * width] = 1
     return mask
+
+
+def shuffle_order(channels, groups):
+    """Channel j after a ShuffleNet shuffle of `groups` is channel order[j].
+
+    The shuffle reshapes the channels to `(groups, channels / groups)` and
+    transposes, so consecutive channels come from different groups.
+    """
+    j = np.arange(channels)
+    return (j % groups) * (channels // groups) + j // groups
 
 
 def _rows(rng, vertices, rows, degree, balanced):
@@ -215,6 +242,36 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
+def _is_shuffle(flat, channels, groups):
+    return bool(flat.size == channels and channels % groups == 0 and (
+        flat == shuffle_order(channels, groups)).all())
+
+
+def _in_shuffle_order(table, channels):
+    """`table` with each row in channel-shuffle order, if it is a shuffle.
+
+    A row's order is free (it only orders the compact kernel), so a table
+    whose rows hold the shuffle's groups is put in the shuffle's order.
+    """
+    groups = table.shape[0]
+    if table.size != channels or channels % groups:
+        return table
+    order = shuffle_order(channels, groups).reshape(groups, -1)
+    same = (np.sort(order, axis=1) == np.sort(table, axis=1)).all()
+    return order.astype(table.dtype) if same else table
+
+
+def _shuffled(inputs, groups):
+    # Static shapes only (batch -1): a dynamic batch adds SHAPE/PACK ops
+    # that XNNPACK does not take.
+    lead = tuple(inputs.shape[1:-1])
+    channels = inputs.shape[-1]
+    split = ops.reshape(inputs, (-1, int(np.prod(lead)), groups,
+                                 channels // groups))
+    return ops.reshape(ops.transpose(split, (0, 1, 3, 2)),
+                       (-1, *lead, channels))
+
+
 def _check_degree(degree, limit, what):
     if not 1 <= degree <= limit:
         raise ValueError(f"degree must be in [1, {what}={limit}]. Received: "
@@ -266,6 +323,8 @@ class _Expander(keras.layers.Layer):
         """The seeded 0/1 mask `(in_channels, units)` of this layer."""
         other = in_channels if self.regular_side == "out" else self.units
         degree = self.degree or max(other // self.expand_ratio, 1)
+        if self.regular_side == "shuffle":
+            degree = in_channels // (self.groups or 1)
         return expander_mask(in_channels, self.units, degree,
                              self.regular_side, self.groups, self.chunks,
                              self.seed)
@@ -323,6 +382,10 @@ class _Expander(keras.layers.Layer):
         self._pads = bool((flat == self.in_channels).any())
         self._identity = bool(flat.size == self.in_channels and (
             flat == np.arange(self.in_channels)).all())
+        # A channel shuffle exports as RESHAPE + TRANSPOSE, which XNNPACK
+        # runs; a GATHER it does not.
+        self._shuffle = not self._identity and _is_shuffle(
+            flat, self.in_channels, table.shape[0])
         self._chunk = 1
         if not self._pads:
             width = np.gcd(self.in_channels, table.shape[1])
@@ -344,6 +407,8 @@ class _Expander(keras.layers.Layer):
                 [inputs, ops.zeros_like(inputs[..., :1])], axis=-1)
         if self._identity:
             return inputs
+        if self._shuffle:
+            return _shuffled(inputs, self.indices.shape[0])
         if self._chunk == 1:
             indices = ops.reshape(self.indices, (-1,))
             if len(inputs.shape) != 4:
@@ -417,7 +482,7 @@ class _Expander(keras.layers.Layer):
             raise ValueError(f"Layer '{self.name}' is already gathered.")
         mask = self.get_mask()
         groups = block_groups(mask)
-        table = mask_indices(mask, groups)
+        table = _in_shuffle_order(mask_indices(mask, groups), mask.shape[0])
         # The gathered layer's graph is its table; the seed only shapes the
         # placeholder, and block tables are drawn output-regular.
         side = self.regular_side if groups == mask.shape[1] else "out"
@@ -718,10 +783,11 @@ def expander_conv_factory(expand_ratio=2, impl="masked",
 LANES = 16
 DEPLOY_RULE = (
     "LiteRT/XNNPACK rule: a form's cost is its 16-lane MACs (output "
-    "channels rounded up to 16 per group); a form that needs a channel "
-    "GATHER is never chosen (XNNPACK does not delegate it: the gathered "
-    "X-DenseNet measured 18x the dense net, the slab-gathered block "
-    "expander 1.24x); the masked dense conv wins ties")
+    "channels rounded up to 16 per group), plus 16 per float a channel "
+    "shuffle (TRANSPOSE) moves; a form that needs a channel GATHER is never "
+    "chosen (XNNPACK does not delegate it: the gathered X-DenseNet "
+    "measured 18x the dense net, the slab-gathered block expander 1.24x); "
+    "the masked dense conv wins ties")
 
 
 def _lanes(channels):
@@ -744,18 +810,25 @@ def _masked_cost(layer, input_shape):
 
 def _gather_cost(layer, input_shape):
     mask = layer.get_mask()
-    table = mask_indices(mask, block_groups(mask))
+    table = _in_shuffle_order(mask_indices(mask, block_groups(mask)),
+                              layer.in_channels)
     groups, depth = table.shape
+    flat = table.reshape(-1)
     contiguous = table.size == layer.in_channels and (
-        table.reshape(-1) == np.arange(layer.in_channels)).all()
-    if not contiguous:
+        flat == np.arange(layer.in_channels)).all()
+    shuffle = _is_shuffle(flat, layer.in_channels, groups)
+    if not (contiguous or shuffle):
         return None, (f"needs a GATHER of {table.size} channels from "
                       f"{layer.in_channels} (not delegated by XNNPACK)")
     if isinstance(layer, ExpanderDense):
         return None, "a grouped dense layer runs as BATCH_MATMUL, not FC"
     positions, taps = _positions(layer, input_shape)
     cost = positions * taps * depth * groups * _lanes(layer.units // groups)
-    return cost, f"one grouped CONV_2D ({groups} contiguous groups)"
+    note = f"one grouped CONV_2D ({groups} contiguous groups)"
+    if shuffle:
+        cost += int(np.prod(input_shape[1:])) * LANES
+        note = f"a channel shuffle (TRANSPOSE) and {note}"
+    return cost, note
 
 
 def _gathered_copy(layer, input_shape):
