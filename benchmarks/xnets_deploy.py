@@ -55,9 +55,15 @@ PAIRS = {
                          "x_mobilenet_v1_0.5", {"expand_ratio": g}, IMAGENET)
        for g in (2, 4, 8, 16)},
     "resnet18": ("resnet18", {}, "x_resnet18", {}, IMAGENET),
+    # The named variant graph (channel shuffle + grouped pointwise convs).
+    **{f"mobilenet{g}_shuffle": ("mobilenet_v1", {"width_multiplier": 0.5},
+                                 "x_mobilenet_v1_0.5_shuffle",
+                                 {"expand_ratio": g}, IMAGENET)
+       for g in (4, 8, 16)},
 }
 
-flags.DEFINE_list("pairs", list(PAIRS), f"Pairs to run: {list(PAIRS)}.")
+flags.DEFINE_list("pairs", [p for p in PAIRS if "shuffle" not in p],
+                  f"Pairs to run: {list(PAIRS)}.")
 flags.DEFINE_list("quant", ["float32", "int8"], "LiteRT quantizations.")
 flags.DEFINE_integer("train_rounds", 0, "Training throughput rounds (0: no).")
 flags.DEFINE_string("dir", "/tmp/xnets_tflite", "Where .tflite files and "
@@ -116,13 +122,16 @@ def _pair(name, directory):
           f"deployable forms {forms}; goal: latency ratio <= "
           f"{mac_ratio + 0.2 * (1 - mac_ratio):.3f}\n", flush=True)
     for quantization in FLAGS.quant:
-        entries = [("dense", dense, False), ("X deployable", deployed, False)]
+        entries = [("dense", dense, False, (dense_arch, dense_kwargs)),
+                   ("X deployable", deployed, False, (x_arch, x_kwargs))]
         if quantization == "float32":
-            entries.append(("X deployable, sparse-encoded", deployed, True))
+            entries.append(("X deployable, sparse-encoded", deployed, True,
+                            (x_arch, x_kwargs, "sparse")))
         rows = []
-        for label, model, sparse in entries:
-            path = os.path.join(directory, f"{name}_{len(rows)}_"
-                                f"{quantization}.tflite")
+        for label, model, sparse, key in entries:
+            # Keyed by what is converted, so pairs share their dense net.
+            path = os.path.join(directory, "_".join(
+                map(str, key)).replace(" ", "") + f"_{quantization}.tflite")
             seconds = _convert(model, path, quantization, sparse)
             print(f"converted {label} {quantization} in {seconds:.1f} s",
                   flush=True)
