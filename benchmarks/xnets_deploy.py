@@ -35,7 +35,6 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks import latency  # noqa: E402  (timing protocol and flags)
 from keras_compact import benchmarking  # noqa: E402
@@ -72,15 +71,7 @@ flags.DEFINE_enum("clock", "cpu", ["cpu", "wall"], "Timing clock.")
 FLAGS = flags.FLAGS
 
 
-def _random_bn(model):
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(rng.normal(
-                size=layer.moving_mean.shape) * 0.1)
-            layer.moving_variance.assign(rng.uniform(
-                0.5, 1.5, layer.moving_variance.shape))
-    return model
+_random_bn = benchmarking.randomize_bn_statistics
 
 
 def _convert(model, path, quantization, sparse=False):

@@ -9,12 +9,15 @@ import pytest
 import tensorflow as tf
 
 from configs import xnet as xnet_config
+from keras_compact import benchmarking
 from keras_compact import layers
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import profiling
 from keras_compact.layers import expander
 from tests import testing
+
+_random_bn = benchmarking.randomize_bn_statistics
 
 
 def _numpy(x):
@@ -329,20 +332,8 @@ def test_vgg16_counts():
     assert names == [f"conv{i}" for i in range(4, 14)] + ["fc1"]
 
 
-def _random_bn_statistics(model):
-    """Non-trivial BN statistics, so equality checks are not about zeros."""
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(rng.normal(
-                size=layer.moving_mean.shape) * 0.1)
-            layer.moving_variance.assign(rng.uniform(
-                0.5, 1.5, layer.moving_variance.shape))
-    return model
-
-
 def test_x_densenet_gathered_equals_masked():
-    model = _random_bn_statistics(models.build("x_densenet_bc_40_24",
+    model = _random_bn(models.build("x_densenet_bc_40_24",
                                                (32, 32, 3), 10))
     fast = layers.gathered_model(model)
     x = np.random.randn(2, 32, 32, 3).astype("float32")
@@ -573,7 +564,7 @@ def test_selection_picks_grouped_conv_only_when_cheaper():
 
 
 def test_x_densenet_deployable_equals_masked():
-    model = _random_bn_statistics(models.build("x_densenet_bc_40_24",
+    model = _random_bn(models.build("x_densenet_bc_40_24",
                                                (32, 32, 3), 10))
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(
         "float32")
@@ -589,7 +580,7 @@ def test_x_densenet_deployable_equals_masked():
     ("x_mobilenet_v1_0.5", {"expand_ratio": 4}, (64, 64, 3)),
 ])
 def test_x_vgg_and_mobilenet_deployables_equal_masked(name, kwargs, shape):
-    model = _random_bn_statistics(models.build(name, shape, 10, **kwargs))
+    model = _random_bn(models.build(name, shape, 10, **kwargs))
     x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
     report = _check_deployable(model, x)
     assert len(report) == (11 if name == "x_vgg16" else 12)
@@ -705,7 +696,7 @@ def test_shuffle_layer_deploys_as_transpose_and_grouped_conv():
 @pytest.mark.slow
 @pytest.mark.ci_slow
 def test_x_mobilenet_shuffle_variant_deploys_without_gather():
-    model = _random_bn_statistics(models.build(
+    model = _random_bn(models.build(
         "x_mobilenet_v1_0.5_shuffle", (64, 64, 3), 10, expand_ratio=4))
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(
         "float32")
