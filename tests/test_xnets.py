@@ -499,8 +499,7 @@ def _check_deployable(model, x):
     stays masked). A grouped conv and the LiteRT kernels sum in another
     order: each dot product of n <= 2,400 terms then differs by about
     sqrt(n) u (u = 6e-8), ~3e-6, and the BN-normalised layers do not
-    amplify it, so 1e-5 leaves room for ~40 layers of random-walk growth
-    (measured: <= 1e-6 on these nets).
+    amplify it, so 1e-5 leaves room for ~40 layers of random-walk growth.
     """
     from keras_compact import export
 
