@@ -2,6 +2,7 @@
 
 python -m benchmarks.xnets_deploy [--pairs=densenet,vgg,mobilenet2,
     mobilenet4,mobilenet8,mobilenet16,resnet18] [--quant=float32,int8]
+    (also mobilenet{4,8,16}_shuffle: the shuffle variant graph)
     [--repeats=9 --invokes=3] [--train_rounds=0] [--dir=/tmp/xnets_tflite]
 
 For each pair: the dense net, the X-Net's deployable
