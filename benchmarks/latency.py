@@ -182,8 +182,12 @@ def graph_stats(path):
     return macs, lane_macs, other
 
 
-def _time(rows):
-    """Interleaved timing; adds median/min ms and XNNPACK use to rows."""
+def _time(rows, clock=time.perf_counter):
+    """Interleaved timing; adds median/min ms and XNNPACK use to rows.
+
+    `clock=time.process_time` counts only this process's CPU time: on a
+    shared machine it leaves out the time other jobs hold the cores.
+    """
     runners = []
     for row in rows:
         runner, row["xnnpack"] = _interpreter(row["path"])
@@ -194,11 +198,10 @@ def _time(rows):
     means = [[] for _ in rows]
     for _ in range(FLAGS.repeats):
         for runner, samples in zip(runners, means):
-            start = time.perf_counter()
+            start = clock()
             for _ in range(FLAGS.invokes):
                 runner.invoke()
-            samples.append((time.perf_counter() - start) / FLAGS.invokes
-                           * 1e3)
+            samples.append((clock() - start) / FLAGS.invokes * 1e3)
     for row, samples in zip(rows, means):
         row["median"] = statistics.median(samples)
         row["min"] = min(samples)

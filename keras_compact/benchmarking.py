@@ -91,6 +91,22 @@ def litert_latency(model, quantization="float32", repeats=7, invokes=50,
     return statistics.median(means), size
 
 
+def randomize_bn_statistics(model, seed=0):
+    """Non-trivial BN moving statistics, as a trained model would have.
+
+    Equality checks and latency runs of untrained models then do not test
+    zeros: means ~ N(0, 0.1), variances ~ U(0.5, 1.5).
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(
+                size=layer.moving_mean.shape) * 0.1)
+            layer.moving_variance.assign(rng.uniform(
+                0.5, 1.5, layer.moving_variance.shape))
+    return model
+
+
 def _ready_interpreter(litert, path, threads, shape, resolver=None):
     kwargs = {} if resolver is None else {
         "experimental_op_resolver_type": resolver}

@@ -418,6 +418,7 @@ def run(config):
         "epochs": config.epochs,
         "train_images_per_second": throughput.images_per_second,
         "wall_seconds": time.perf_counter() - start,
+        **method.deployment_notes(),
     }
     qat_servable = _quantization_aware(deployable, context)
     if chief:

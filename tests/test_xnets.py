@@ -9,12 +9,15 @@ import pytest
 import tensorflow as tf
 
 from configs import xnet as xnet_config
+from keras_compact import benchmarking
 from keras_compact import layers
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import profiling
 from keras_compact.layers import expander
 from tests import testing
+
+_random_bn = benchmarking.randomize_bn_statistics
 
 
 def _numpy(x):
@@ -330,14 +333,8 @@ def test_vgg16_counts():
 
 
 def test_x_densenet_gathered_equals_masked():
-    model = models.build("x_densenet_bc_40_24", (32, 32, 3), 10)
-    # Non-trivial BN statistics so the check is not about zeros.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(np.random.randn(
-                *layer.moving_mean.shape) * 0.1)
-            layer.moving_variance.assign(np.random.uniform(
-                0.5, 1.5, layer.moving_variance.shape))
+    model = _random_bn(models.build("x_densenet_bc_40_24",
+                                               (32, 32, 3), 10))
     fast = layers.gathered_model(model)
     x = np.random.randn(2, 32, 32, 3).astype("float32")
     expected = _numpy(model(x, training=False))
@@ -351,19 +348,26 @@ def test_x_densenet_gathered_equals_masked():
 
 # --- method and config ------------------------------------------------------
 
-def test_xnet_method_builds_and_deploys_gathered():
+def test_xnet_method_deploys_each_layer_in_its_fastest_form():
     config = xnet_config.get_config("arch=x_vgg16,expand_size=8")
     method = methods.get("xnet")
     model = method.build_model(config, (32, 32, 3), 10)
     deployed = method.deployable(model, None)
-    assert all(layer.impl == "gather"
-               for layer in expander.expander_layers(deployed))
+    # The paper's random graphs: every gathered form needs a GATHER, so
+    # every layer deploys as its masked dense conv.
+    assert [layer.impl for layer in expander.expander_layers(deployed)] == [
+        "masked"] * 11
+    notes = method.deployment_notes()
+    assert notes["expander_deploy_counts"] == {"masked": 11}
+    assert "GATHER" in notes["expander_deploy_forms"]["conv4"]["reason"]
     x = np.random.randn(2, 32, 32, 3).astype("float32")
-    np.testing.assert_allclose(_numpy(deployed(x, training=False)),
-                               _numpy(model(x, training=False)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(_numpy(deployed(x, training=False)),
+                                  _numpy(model(x, training=False)))
     # x_vgg16's graph is the paper's degree table: expand_size is unused.
     assert profiling.profile(deployed).macs == 88_839_168
+    with pytest.raises(ValueError, match="auto, masked, gather"):
+        method.build_model(xnet_config.get_config(
+            "arch=x_vgg16,expander_deploy=grouped"), (32, 32, 3), 10)
 
 
 @pytest.mark.slow
@@ -378,9 +382,8 @@ def test_xnet_method_trains_and_deploys():
     model.fit(x, np.random.randint(0, 10, 16), batch_size=8, epochs=1,
               verbose=0)
     deployed = method.deployable(model, None)
-    np.testing.assert_allclose(_numpy(deployed(x, training=False)),
-                               _numpy(model(x, training=False)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(_numpy(deployed(x, training=False)),
+                                  _numpy(model(x, training=False)))
     assert profiling.profile(deployed).macs < 0.6 * profiling.profile(
         models.build("densenet_bc_40_24", (8, 8, 3), 10)).macs
 
@@ -470,3 +473,234 @@ def test_chunk_x_densenet_from_method():
     assert result.macs == 157_854_288  # same density as channel-level
     assert all(layer._chunk > 1
                for layer in expander.expander_layers(model))
+
+
+# --- deployable forms and imported masks (issue 14) -------------------------
+
+def _relative_error(actual, expected):
+    expected = np.asarray(expected, "float64")
+    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+
+def _tflite_ops(path):
+    from ai_edge_litert import interpreter as litert
+
+    runner = litert.Interpreter(
+        model_path=path, experimental_op_resolver_type=(
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    return {op["op_name"] for op in runner._get_ops_details()}
+
+
+def _check_deployable(model, x):
+    """Deployable == masked model in Keras, after .keras and after .tflite.
+
+    Tolerance: rel <= 1e-5 on the output norm. The Keras forms run the same
+    ops on the same weights (0 difference, asserted exactly when every layer
+    stays masked). A grouped conv and the LiteRT kernels sum in another
+    order: each dot product of n <= 2,400 terms then differs by about
+    sqrt(n) u (u = 6e-8), ~3e-6, and the BN-normalised layers do not
+    amplify it, so 1e-5 leaves room for ~40 layers of random-walk growth.
+    """
+    from keras_compact import export
+
+    expected = _numpy(model(x, training=False))
+    deployed, report = layers.deployable_model(model)
+    for name, choice in report.items():
+        # The selection's own rule: never a form costlier than masked.
+        costs = choice["lane_macs"]
+        assert costs[choice["form"]] <= costs["masked"], name
+    actual = _numpy(deployed(x, training=False))
+    if all(c["form"] == "masked" for c in report.values()):
+        np.testing.assert_array_equal(actual, expected)
+    assert _relative_error(actual, expected) <= 1e-5
+    restored = testing.run_model_saving_test(deployed, x)
+    assert _relative_error(_numpy(restored(x, training=False)),
+                           expected) <= 1e-5
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.to_litert(restored, os.path.join(tmp, "m.tflite"))
+        assert _relative_error(testing.run_litert(path, x), expected) <= 1e-5
+        ops = _tflite_ops(path)
+    # The rule's premise: no deployed form leaves a GATHER in the graph.
+    assert "GATHER" not in ops, ops
+    return report
+
+
+def _one_layer_model(layer, shape):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, layer(inputs))
+
+
+def _block_diagonal(c_in, c_out, groups):
+    rows = np.arange(c_in)[:, None] * groups // c_in
+    return (rows == np.arange(c_out)[None] * groups // c_out).astype(
+        "float32")
+
+
+def test_selection_picks_grouped_conv_only_when_cheaper():
+    x = np.random.randn(2, 16, 16, 64).astype("float32")
+    paper = layers.ExpanderConv2D(64, 3, expand_ratio=8, seed=0, name="p")
+    report = _check_deployable(_one_layer_model(paper, x.shape[1:]), x)
+    assert report["p"]["form"] == "masked"
+    assert report["p"]["lane_macs"]["gather"] is None
+    # A graph of 8 contiguous groups is one grouped CONV_2D: 8 outputs per
+    # group cost 16 lanes, so 1/4 of the dense conv's lane MACs.
+    grouped = layers.ExpanderConv2D(64, 3, expand_ratio=8, seed=0, name="g")
+    model = _one_layer_model(grouped, x.shape[1:])
+    grouped.set_mask(_block_diagonal(64, 64, 8))
+    report = _check_deployable(model, x)
+    costs = report["g"]["lane_macs"]
+    assert report["g"]["form"] == "gather"
+    assert costs["gather"] * 4 == costs["masked"]
+    # 16 groups of one output: lane rounding makes it cost what the dense
+    # 64->16 conv does, and a tie stays masked.
+    narrow = layers.ExpanderConv2D(16, 3, expand_ratio=16, seed=0, name="n")
+    model = _one_layer_model(narrow, x.shape[1:])
+    narrow.set_mask(_block_diagonal(64, 16, 16))
+    report = _check_deployable(model, x)
+    assert report["n"]["form"] == "masked"
+    assert report["n"]["lane_macs"]["gather"] == report["n"]["lane_macs"][
+        "masked"]
+
+
+def test_x_densenet_deployable_equals_masked():
+    model = _random_bn(models.build("x_densenet_bc_40_24",
+                                               (32, 32, 3), 10))
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(
+        "float32")
+    report = _check_deployable(model, x)
+    assert len(report) == 36
+    assert {c["form"] for c in report.values()} == {"masked"}
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("x_vgg16", {}, (32, 32, 3)),
+    ("x_mobilenet_v1_0.5", {"expand_ratio": 4}, (64, 64, 3)),
+])
+def test_x_vgg_and_mobilenet_deployables_equal_masked(name, kwargs, shape):
+    model = _random_bn(models.build(name, shape, 10, **kwargs))
+    x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
+    report = _check_deployable(model, x)
+    assert len(report) == (11 if name == "x_vgg16" else 12)
+
+
+def _official_head_mask(c_in, c_out, ratio, seed):
+    """The official code's HEAD rule (spec 1.2 convention B), its layout.
+
+    D = c_in // ES; C_in > C_out: each output picks D inputs, otherwise
+    each input picks D outputs. Returned as the checkpoint stores it,
+    `(C_out, C_in, 1, 1)`.
+    """
+    rng = np.random.default_rng(seed)
+    degree = c_in // ratio
+    mask = np.zeros((c_out, c_in), "float32")
+    if c_in > c_out:
+        for o in range(c_out):
+            mask[o, rng.permutation(c_in)[:degree]] = 1
+    else:
+        for i in range(c_in):
+            mask[rng.permutation(c_out)[:degree], i] = 1
+    return mask[:, :, None, None]
+
+
+@pytest.mark.parametrize("rule", ["out", "in", "official"])
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_any_mask_converts_to_the_deployable_forms(rule, kernel_size):
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 48)).astype(
+        "float32")
+    layer = layers.ExpanderConv2D(
+        96, kernel_size, expand_ratio=2, seed=3, name="x",
+        regular_side="in" if rule == "in" else "out")
+    model = _one_layer_model(layer, x.shape[1:])
+    if rule == "official":
+        mask = _official_head_mask(48, 96, 2, seed=5)
+        layer.set_mask(expander.reference_mask(
+            np.tile(mask, (1, 1, kernel_size, kernel_size))))
+        np.testing.assert_array_equal(layer.get_mask().sum(1), 24)
+    expected = _numpy(model(x))
+    gathered = layers.gathered_model(model)
+    assert _relative_error(_numpy(gathered(x)), expected) <= 1e-5
+    # The reloaded gathered layer has the table of the mask, not the seed's.
+    restored = testing.run_model_saving_test(gathered, x, atol=1e-5)
+    np.testing.assert_array_equal(restored.get_layer("x").get_mask(),
+                                  layer.get_mask())
+    _check_deployable(model, x)
+
+
+def test_imported_dense_mask_converts():
+    x = np.random.default_rng(2).normal(size=(3, 40)).astype("float32")
+    layer = layers.ExpanderDense(20, degree=10, seed=0, name="d")
+    model = _one_layer_model(layer, x.shape[1:])
+    # The reference's (out, in) layout, uneven in-degrees (padded slots).
+    linear_mask = (np.random.default_rng(3).random((20, 40)) < 0.3).astype(
+        "float32")
+    layer.set_mask(expander.reference_mask(linear_mask))
+    gathered = layers.gathered_model(model)
+    np.testing.assert_allclose(_numpy(gathered(x)), _numpy(model(x)),
+                               rtol=1e-5, atol=1e-6)
+    testing.run_model_saving_test(gathered, x, atol=1e-6)
+    with pytest.raises(ValueError, match="must be 0/1 of shape"):
+        layer.set_mask(linear_mask)
+    with pytest.raises(ValueError, match="constant over"):
+        expander.reference_mask(np.random.rand(4, 4, 3, 3) > 0.5)
+
+
+@pytest.mark.slow
+def test_xnet_run_reports_deploy_forms(tmp_path, caplog):
+    import json
+    import logging
+
+    from keras_compact import training
+
+    config = xnet_config.get_config("smoke,arch=x_vgg16")
+    config.update(dataset="synthetic", workdir=str(tmp_path), verbose=0,
+                  export="")
+    with caplog.at_level(logging.INFO, logger="keras_compact"):
+        training.run(config)
+    with open(tmp_path / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved["expander_deploy_counts"] == {"masked": 11}
+    forms = saved["expander_deploy_forms"]
+    assert sorted(forms) == sorted([f"conv{i}" for i in range(4, 14)]
+                                   + ["fc1"])
+    assert forms["fc1"]["lane_macs"]["masked"] == 512 * 512
+    assert "xnet: conv4 deploys masked" in caplog.text
+
+
+def test_shuffle_graph_is_regular_and_connects_in_two_layers():
+    first = expander.expander_mask(32, 32, 8, "shuffle", groups=4)
+    second = expander.expander_mask(32, 32, 8, "shuffle", groups=4)
+    np.testing.assert_array_equal(first.sum(0), 8)
+    np.testing.assert_array_equal(first.sum(1), 8)
+    assert expander.singular_value_ratio(first) == pytest.approx(1.0)
+    assert (first @ second > 0).all()  # every input reaches every output
+    with pytest.raises(ValueError, match="shuffle graph needs groups"):
+        expander.expander_mask(32, 32, 8, "shuffle")
+
+
+def test_shuffle_layer_deploys_as_transpose_and_grouped_conv():
+    x = np.random.default_rng(4).normal(size=(2, 14, 14, 64)).astype(
+        "float32")
+    layer = layers.ExpanderConv2D(128, 1, regular_side="shuffle", groups=4,
+                                  seed=0, name="s")
+    model = _one_layer_model(layer, x.shape[1:])
+    report = _check_deployable(model, x)
+    assert report["s"]["form"] == "gather"
+    assert "shuffle" in report["s"]["reason"]
+    deployed, _ = layers.deployable_model(model)
+    assert deployed.get_layer("s")._shuffle
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+def test_x_mobilenet_shuffle_variant_deploys_without_gather():
+    model = _random_bn(models.build(
+        "x_mobilenet_v1_0.5_shuffle", (64, 64, 3), 10, expand_ratio=4))
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(
+        "float32")
+    report = _check_deployable(model, x)
+    assert {c["form"] for c in report.values()} == {"gather"}
+    assert profiling.profile(model).macs == profiling.profile(
+        models.build("x_mobilenet_v1_0.5", (64, 64, 3), 10,
+                     expand_ratio=4)).macs

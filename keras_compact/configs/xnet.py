@@ -5,7 +5,9 @@ python -m trainers.cifar --method=xnet --arch=densenet_bc_40_24 \
 
 Recipe (reference logs): 300 epochs, batch 64, SGD Nesterov momentum 0.9,
 lr 0.1 /10 at epochs 150 and 225, weight decay 1e-4 (coupled L2). The
-deployable (evaluated, exported) model is the gathered form.
+deployable (evaluated, exported) model has each expander layer in its
+fastest exact LiteRT form (`--expander_deploy=auto`; masked, i.e. the dense
+conv with the mask folded in, for the paper's graphs).
 Expected, best-epoch test top-1 (the paper's protocol; last epoch is up to
 ~0.9% lower): X-DenseNet-BC-40-{24,36,48,60}-2 CIFAR-10 94.83 / 94.98 /
 95.48 / 95.71, CIFAR-100 74.37 / 76.69 / 77.7 / 78.53, at 0.376M / 0.835M /
@@ -46,4 +48,5 @@ def get_config(arg=None):
     config.expander_impl = "masked"
     config.expander_groups = 0
     config.expander_chunks = 0
+    config.expander_deploy = "auto"
     return common.parse_arg(config, ",".join(a for a in items if a != "vgg"))

@@ -7,10 +7,13 @@ from keras_compact.layers.cheap import Shift2D
 from keras_compact.layers.cheap import ShiftBlock
 from keras_compact.layers.expander import ExpanderConv2D
 from keras_compact.layers.expander import ExpanderDense
+from keras_compact.layers.expander import choose_deploy_form
+from keras_compact.layers.expander import deployable_model
 from keras_compact.layers.expander import expander_conv2d
 from keras_compact.layers.expander import expander_conv_factory
 from keras_compact.layers.expander import expander_mask
 from keras_compact.layers.expander import gathered_model
+from keras_compact.layers.expander import reference_mask
 from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.layers.grouped_conv import GroupedConv2D

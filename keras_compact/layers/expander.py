@@ -13,14 +13,16 @@ the same function:
   batched matmul (dense), so only the existing connections are computed.
 
 `gathered_model(model)` converts a trained masked model into the gathered
-form exactly.
+form exactly; `deployable_model(model)` gives each layer its fastest exact
+LiteRT form instead (`DEPLOY_RULE`), which for the paper's random graphs is
+the masked dense conv.
 
 Speed: with one input list per output channel (the paper's graph) the
 gathered tensor has `C_out * C_in / ES` channels, so that form is
-memory-bound and can be slower than the dense layer on CPU (spec 5). Block
-expanders (`groups=G`, and `chunks=C` so that the gather moves contiguous
-slabs) keep the density and MACs with a gathered tensor of only
-`G * C_in / ES` channels.
+memory-bound and slower than the dense layer on CPU (spec 5) and in LiteRT
+(its GATHER is not delegated to XNNPACK). Block expanders (`groups=G`, and
+`chunks=C` so that the gather moves contiguous slabs) keep the density and
+MACs with a gathered tensor of only `G * C_in / ES` channels.
 
 Counting convention (`profile()` hooks): params and MACs count only the
 connections that exist, i.e. `k * k * nnz(mask)` weights and
@@ -43,7 +45,7 @@ from keras_compact.layers import conv_args
 from keras_compact.layers.grouped_conv import GroupedConv2D
 
 IMPLEMENTATIONS = ("masked", "gather")
-REGULAR_SIDES = ("out", "in")
+REGULAR_SIDES = ("out", "in", "shuffle")
 COUNTING_CONVENTION = (
     "expander layers: params and MACs over existing connections only "
     "(k*k*nnz(mask) weights, k*k*H_out*W_out*nnz(mask) MACs)"
@@ -59,8 +61,12 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
         degree: number of neighbours each regular-side vertex picks.
         regular_side: `"out"` (the rule that produced the paper's logs: each
             output channel, or each output block, picks `degree` distinct
-            inputs uniformly) or `"in"` (each input picks `degree` distinct
-            outputs; the 2017 X-MobileNet rule).
+            inputs uniformly), `"in"` (each input picks `degree` distinct
+            outputs; the 2017 X-MobileNet rule) or `"shuffle"` (a variant,
+            not random: a ShuffleNet channel shuffle of G = `groups` groups,
+            then G contiguous groups, `degree = in_channels / G`; two such
+            layers connect every input to every output when
+            `in_channels >= G * G`).
         groups: `None` for the channel-level graph, or G: the outputs are
             split into G contiguous blocks that share one input list
             (block expander, fewer gathered channels). Only with
@@ -81,6 +87,19 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
                          f"Received: regular_side={regular_side!r}.")
     rng = np.random.default_rng(seed)
     mask = np.zeros((in_channels, out_channels), "float32")
+    if regular_side == "shuffle":
+        if not groups or in_channels % groups or out_channels % groups or (
+                degree != in_channels // groups):
+            raise ValueError(
+                f"A shuffle graph needs groups dividing both channel counts "
+                f"and degree = in_channels / groups. Received: in_channels="
+                f"{in_channels}, out_channels={out_channels}, groups="
+                f"{groups}, degree={degree}.")
+        width, depth = out_channels // groups, in_channels // groups
+        for g in range(groups):
+            inputs = shuffle_order(in_channels, groups)[g * depth:][:depth]
+            mask[inputs, g * width:(g + 1) * width] = 1
+        return mask
     if regular_side == "in":
         if groups or chunks:
             raise ValueError("Block expanders (groups) are output-regular; "
@@ -111,6 +130,16 @@ def expander_mask(in_channels, out_channels, degree, regular_side="out",
         inputs = (picked[:, None] * size + np.arange(size)).reshape(-1)
         mask[inputs, g * width:(g + 1) * width] = 1
     return mask
+
+
+def shuffle_order(channels, groups):
+    """Channel j after a ShuffleNet shuffle of `groups` is channel order[j].
+
+    The shuffle reshapes the channels to `(groups, channels / groups)` and
+    transposes, so consecutive channels come from different groups.
+    """
+    j = np.arange(channels)
+    return (j % groups) * (channels // groups) + j // groups
 
 
 def _rows(rng, vertices, rows, degree, balanced):
@@ -160,6 +189,45 @@ def mask_indices(mask, groups=None):
     return table
 
 
+def block_groups(mask):
+    """The fewest output blocks G for which `mask_indices(mask, G)` exists.
+
+    Output channels in one block share their input list, so the gathered
+    form runs G groups (the channel-level graph: G = out_channels).
+    """
+    out_channels = mask.shape[1]
+    for groups in range(1, out_channels + 1):
+        if out_channels % groups:
+            continue
+        blocks = mask.reshape(mask.shape[0], groups, -1) != 0
+        if (blocks == blocks[..., :1]).all():
+            return groups
+    return out_channels
+
+
+def reference_mask(mask):
+    """The `(in_channels, out_channels)` mask of an official-code checkpoint.
+
+    The reference stores each X layer's mask beside its weight, shaped like
+    it: `(C_out, C_in, k, k)` for `ExpanderConv2d` (constant over `k x k`),
+    `(out, in)` for `ExpanderLinear`. Pass the result to `set_mask`.
+
+    Example:
+
+    >>> layer.set_mask(reference_mask(state_dict["conv1.mask"].numpy()))
+    """
+    mask = np.asarray(mask, "float32")
+    if mask.ndim == 4:
+        if not (mask == mask[:, :, :1, :1]).all():
+            raise ValueError("A reference conv mask is constant over the "
+                             "k x k taps; this one is not.")
+        mask = mask[:, :, 0, 0]
+    if mask.ndim != 2:
+        raise ValueError(f"Expected a (C_out, C_in, k, k) or (out, in) "
+                         f"mask. Received: shape {mask.shape}.")
+    return np.ascontiguousarray(mask.T)
+
+
 def singular_value_ratio(mask):
     """sigma_2 / sigma_1 of the biadjacency: lower is a better expander.
 
@@ -174,6 +242,36 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
+def _is_shuffle(flat, channels, groups):
+    return bool(flat.size == channels and channels % groups == 0 and (
+        flat == shuffle_order(channels, groups)).all())
+
+
+def _in_shuffle_order(table, channels):
+    """`table` with each row in channel-shuffle order, if it is a shuffle.
+
+    A row's order is free (it only orders the compact kernel), so a table
+    whose rows hold the shuffle's groups is put in the shuffle's order.
+    """
+    groups = table.shape[0]
+    if table.size != channels or channels % groups:
+        return table
+    order = shuffle_order(channels, groups).reshape(groups, -1)
+    same = (np.sort(order, axis=1) == np.sort(table, axis=1)).all()
+    return order.astype(table.dtype) if same else table
+
+
+def _shuffled(inputs, groups):
+    # Static shapes only (batch -1): a dynamic batch adds SHAPE/PACK ops
+    # that XNNPACK does not take.
+    lead = tuple(inputs.shape[1:-1])
+    channels = inputs.shape[-1]
+    split = ops.reshape(inputs, (-1, int(np.prod(lead)), groups,
+                                 channels // groups))
+    return ops.reshape(ops.transpose(split, (0, 1, 3, 2)),
+                       (-1, *lead, channels))
+
+
 def _check_degree(degree, limit, what):
     if not 1 <= degree <= limit:
         raise ValueError(f"degree must be in [1, {what}={limit}]. Received: "
@@ -186,7 +284,7 @@ class _Expander(keras.layers.Layer):
 
     def __init__(self, units, expand_ratio=2, degree=None,
                  regular_side="out", groups=None, chunks=None,
-                 impl="masked", seed=None,
+                 impl="masked", seed=None, gather_slots=None,
                  use_bias=False, kernel_initializer=None,
                  bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, **kwargs):
@@ -208,6 +306,10 @@ class _Expander(keras.layers.Layer):
         self.groups = groups
         self.chunks = chunks
         self.impl = impl
+        # Width of the gather table when it comes from a mask rather than
+        # from the seed (`gathered()` of an imported or hand-set mask), so
+        # a reloaded layer has weights of the saved shape.
+        self.gather_slots = gather_slots
         # A drawn seed is stored in the config, so a reloaded layer rebuilds
         # the same graph (the mask/indices weights are saved as well).
         self.seed = int(np.random.randint(2**31 - 1) if seed is None
@@ -221,6 +323,8 @@ class _Expander(keras.layers.Layer):
         """The seeded 0/1 mask `(in_channels, units)` of this layer."""
         other = in_channels if self.regular_side == "out" else self.units
         degree = self.degree or max(other // self.expand_ratio, 1)
+        if self.regular_side == "shuffle":
+            degree = in_channels // (self.groups or 1)
         return expander_mask(in_channels, self.units, degree,
                              self.regular_side, self.groups, self.chunks,
                              self.seed)
@@ -243,6 +347,10 @@ class _Expander(keras.layers.Layer):
                 regularizer=self.kernel_regularizer)
         else:
             table = mask_indices(mask, self.groups)
+            if self.gather_slots not in (None, table.shape[1]):
+                # All padding until the real table is assigned or loaded.
+                table = np.full((table.shape[0], self.gather_slots),
+                                self.in_channels, "int32")
             self.indices = self.add_weight(
                 name="indices", shape=table.shape, dtype="int32",
                 initializer=keras.initializers.Constant(table),
@@ -274,6 +382,10 @@ class _Expander(keras.layers.Layer):
         self._pads = bool((flat == self.in_channels).any())
         self._identity = bool(flat.size == self.in_channels and (
             flat == np.arange(self.in_channels)).all())
+        # A channel shuffle exports as RESHAPE + TRANSPOSE, which XNNPACK
+        # runs; a GATHER it does not.
+        self._shuffle = not self._identity and _is_shuffle(
+            flat, self.in_channels, table.shape[0])
         self._chunk = 1
         if not self._pads:
             width = np.gcd(self.in_channels, table.shape[1])
@@ -284,12 +396,19 @@ class _Expander(keras.layers.Layer):
                     self._chunk = size
                     break
 
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.impl == "gather":  # the flags follow the loaded table
+            self._set_table_flags(ops.convert_to_numpy(self.indices))
+
     def _gather(self, inputs):
         if self._pads:
             inputs = ops.concatenate(
                 [inputs, ops.zeros_like(inputs[..., :1])], axis=-1)
         if self._identity:
             return inputs
+        if self._shuffle:
+            return _shuffled(inputs, self.indices.shape[0])
         if self._chunk == 1:
             indices = ops.reshape(self.indices, (-1,))
             if len(inputs.shape) != 4:
@@ -326,6 +445,29 @@ class _Expander(keras.layers.Layer):
             mask[row, g * width:(g + 1) * width] = 1
         return mask[:-1]
 
+    def set_mask(self, mask):
+        """Replaces the graph of a built masked layer by `mask`.
+
+        Args:
+            mask: 0/1 array `(in_channels, units)`, e.g. from
+                `reference_mask` (a checkpoint of the official code) or
+                any other rule. Kernel entries off the new graph are zeroed,
+                so they stay zero in training.
+        """
+        if self.impl != "masked":
+            raise ValueError(f"set_mask needs an impl='masked' layer; "
+                             f"'{self.name}' is impl={self.impl!r}.")
+        mask = np.asarray(mask, "float32")
+        if mask.shape != tuple(self.mask.shape) or not np.isin(
+                mask, (0, 1)).all():
+            raise ValueError(
+                f"The mask of '{self.name}' must be 0/1 of shape "
+                f"{tuple(self.mask.shape)} (in_channels, units). Received: "
+                f"shape {mask.shape}.")
+        self.mask.assign(mask)
+        self.kernel.assign(ops.convert_to_numpy(self.kernel) * np.reshape(
+            mask, self._mask_shape()))
+
     def connections(self):
         """Number of existing input-output channel connections."""
         return int(self.get_mask().sum())
@@ -338,16 +480,17 @@ class _Expander(keras.layers.Layer):
         """
         if self.impl != "masked":
             raise ValueError(f"Layer '{self.name}' is already gathered.")
-        layer = type(self).from_config(dict(self.get_config(),
-                                            impl="gather"))
-        layer.build(input_shape)
         mask = self.get_mask()
-        table = mask_indices(mask, self.groups)
-        if table.shape != tuple(layer.indices.shape):
-            raise ValueError(
-                f"The mask of '{self.name}' needs {table.shape} gather "
-                f"slots, its seed gives {tuple(layer.indices.shape)}: the "
-                "mask was replaced by hand. Set the seed that built it.")
+        groups = block_groups(mask)
+        table = _in_shuffle_order(mask_indices(mask, groups), mask.shape[0])
+        # The gathered layer's graph is its table; the seed only shapes the
+        # placeholder, and block tables are drawn output-regular.
+        side = self.regular_side if groups == mask.shape[1] else "out"
+        layer = type(self).from_config(dict(
+            self.get_config(), impl="gather", regular_side=side,
+            groups=None if groups == mask.shape[1] else groups,
+            gather_slots=table.shape[1]))
+        layer.build(input_shape)
         layer.indices.assign(table)
         layer._set_table_flags(table)
         effective = ops.convert_to_numpy(self.kernel) * np.reshape(
@@ -367,6 +510,7 @@ class _Expander(keras.layers.Layer):
             chunks=self.chunks,
             impl=self.impl,
             seed=self.seed,
+            gather_slots=self.gather_slots,
             use_bias=self.use_bias,
             **conv_args.weight_settings_config(self),
         )
@@ -631,26 +775,159 @@ def expander_conv_factory(expand_ratio=2, impl="masked",
     return conv
 
 
-def gathered_model(model):
-    """Converts every masked expander layer of `model` to the gathered form.
+# --- deployment: the fastest exact form of each layer ------------------------
 
-    Returns a new functional model computing the same function (exactly, up
-    to float32 summation order) with only the existing connections; the
-    other layers are copies with the same weights.
+# XNNPACK's f32 GEMM kernels compute 16 output channels at once on AVX-512:
+# LiteRT conv time follows MACs with output channels rounded up to 16
+# (within 3%, benchmarks/latency.md), so the rule counts such "lane MACs".
+LANES = 16
+DEPLOY_RULE = (
+    "LiteRT/XNNPACK rule: a form's cost is its 16-lane MACs (output "
+    "channels rounded up to 16 per group), plus 16 per float a channel "
+    "shuffle (TRANSPOSE) moves; a form that needs a channel GATHER is never "
+    "chosen (XNNPACK does not delegate it: the gathered X-DenseNet "
+    "measured 18x the dense net, the slab-gathered block expander 1.24x); "
+    "the masked dense conv wins ties")
+
+
+def _lanes(channels):
+    return -(-channels // LANES) * LANES
+
+
+def _positions(layer, input_shape):
+    if isinstance(layer, ExpanderDense):
+        return 1, 1
+    output_shape = layer.compute_output_shape(input_shape)
+    return output_shape[1] * output_shape[2], (layer.kernel_size[0]
+                                               * layer.kernel_size[1])
+
+
+def _masked_cost(layer, input_shape):
+    positions, taps = _positions(layer, input_shape)
+    cost = positions * taps * layer.in_channels * _lanes(layer.units)
+    return cost, "dense conv/matmul with the mask folded into its weights"
+
+
+def _gather_cost(layer, input_shape):
+    mask = layer.get_mask()
+    table = _in_shuffle_order(mask_indices(mask, block_groups(mask)),
+                              layer.in_channels)
+    groups, depth = table.shape
+    flat = table.reshape(-1)
+    contiguous = table.size == layer.in_channels and (
+        flat == np.arange(layer.in_channels)).all()
+    shuffle = _is_shuffle(flat, layer.in_channels, groups)
+    if not (contiguous or shuffle):
+        return None, (f"needs a GATHER of {table.size} channels from "
+                      f"{layer.in_channels} (not delegated by XNNPACK)")
+    if isinstance(layer, ExpanderDense):
+        return None, "a grouped dense layer runs as BATCH_MATMUL, not FC"
+    positions, taps = _positions(layer, input_shape)
+    cost = positions * taps * depth * groups * _lanes(layer.units // groups)
+    note = f"one grouped CONV_2D ({groups} contiguous groups)"
+    if shuffle:
+        cost += int(np.prod(input_shape[1:])) * LANES
+        note = f"a channel shuffle (TRANSPOSE) and {note}"
+    return cost, note
+
+
+def _gathered_copy(layer, input_shape):
+    return layer.gathered(input_shape)
+
+
+def _masked_copy(layer, input_shape):
+    del input_shape
+    return type(layer).from_config(layer.get_config())
+
+
+# name -> (cost(layer, input_shape) -> (lane MACs or None, why),
+#          convert(layer, input_shape) -> new layer); "masked" first: it
+# wins ties.
+DEPLOY_FORMS = {
+    "masked": (_masked_cost, _masked_copy),
+    "gather": (_gather_cost, _gathered_copy),
+}
+
+
+def choose_deploy_form(layer, input_shape):
+    """The fastest exact LiteRT form of a built masked expander layer.
+
+    Applies `DEPLOY_RULE` to every form of `DEPLOY_FORMS`.
+
+    Returns:
+        A dict: `form` (the chosen name), `reason` (one line), and
+        `lane_macs` `{form: cost or None}` (None: not eligible).
 
     Example:
 
-    >>> fast = keras_compact.layers.gathered_model(trained_masked_model)
+    >>> conv = ExpanderConv2D(96, 1, expand_ratio=2, seed=0)
+    >>> _ = conv(keras.ops.ones((1, 32, 32, 48)))
+    >>> choose_deploy_form(conv, (1, 32, 32, 48))["form"]  # needs a GATHER
+    'masked'
     """
+    costs, notes = {}, {}
+    for name, (cost, _) in DEPLOY_FORMS.items():
+        costs[name], notes[name] = cost(layer, input_shape)
+    eligible = {k: v for k, v in costs.items() if v is not None}
+    form = min(eligible, key=eligible.get)  # first (masked) on ties
+    others = "; ".join(f"{k}: {notes[k]}" + (
+        f", {costs[k]:,} lane MACs" if costs[k] is not None else "")
+        for k in costs if k != form)
+    reason = (f"{notes[form]}, {costs[form]:,} lane MACs (cheapest); "
+              f"{others}")
+    return {"form": form, "reason": reason, "lane_macs": costs}
+
+
+def deployable_model(model, forms="auto"):
+    """The deployable copy of `model`: each masked expander layer converted.
+
+    Args:
+        model: a functional model with masked expander layers.
+        forms: `"auto"` (each layer's `choose_deploy_form`), or a name of
+            `DEPLOY_FORMS` applied to every layer (`"gather"`: the reduced-
+            MAC form of the paper's graph, slow in LiteRT).
+
+    Returns:
+        `(new_model, report)`: the same function (exact up to float32
+        summation order) and `{layer name: {form, reason, lane_macs}}`.
+
+    Example:
+
+    >>> fast, report = deployable_model(trained_masked_model)
+    """
+    if forms != "auto" and forms not in DEPLOY_FORMS:
+        raise ValueError(f"forms must be 'auto' or one of "
+                         f"{list(DEPLOY_FORMS)}. Received: forms={forms!r}.")
+    report = {}
 
     def clone(layer):
-        if isinstance(layer, _Expander) and layer.impl == "masked":
-            return layer.gathered(tuple(layer.input.shape))
-        return type(layer).from_config(layer.get_config())
+        if not (isinstance(layer, _Expander) and layer.impl == "masked"):
+            return type(layer).from_config(layer.get_config())
+        shape = tuple(layer.input.shape)
+        if forms == "auto":
+            report[layer.name] = choose_deploy_form(layer, shape)
+        else:
+            report[layer.name] = {"form": forms, "reason": "requested"}
+        return DEPLOY_FORMS[report[layer.name]["form"]][1](layer, shape)
 
     result = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        copied = not (isinstance(layer, _Expander) and layer.impl == "masked")
-        if copied and layer.weights:
+        converted = report.get(layer.name, {}).get("form", "masked")
+        if converted == "masked" and layer.weights:
             result.get_layer(layer.name).set_weights(layer.get_weights())
-    return result
+    return result, report
+
+
+def gathered_model(model):
+    """Converts every masked expander layer of `model` to the gathered form.
+
+    Same as `deployable_model(model, "gather")[0]`: only the existing
+    connections are computed, but in LiteRT the channel GATHERs make the
+    paper's graph slower than the dense net; deploy with
+    `deployable_model`.
+
+    Example:
+
+    >>> gathered = keras_compact.layers.gathered_model(trained_masked_model)
+    """
+    return deployable_model(model, "gather")[0]

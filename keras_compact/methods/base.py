@@ -53,3 +53,7 @@ class Method:
         """Returns the plain model to evaluate, profile and export."""
         del context
         return model
+
+    def deployment_notes(self):
+        """Extra metrics.json entries about the last `deployable` call."""
+        return {}

@@ -2,9 +2,11 @@
 
 Reference: "Deep Expander Networks: Efficient Deep Networks from Graph
 Theory", https://arxiv.org/abs/1711.08757. The model is trained with masked
-expander layers (the paper's semantics); the deployable model is the
-gathered form, which computes the same function with only the existing
-connections (`layers.gathered_model`).
+expander layers (the paper's semantics). The deployable model computes the
+same function with each expander layer in its fastest exact LiteRT form
+(`layers.deployable_model`, rule `layers.expander.DEPLOY_RULE`); the log and
+metrics.json (`expander_deploy_forms`) say which form each layer takes and
+why.
 """
 
 import inspect
@@ -12,7 +14,10 @@ import logging
 
 from keras_compact import layers
 from keras_compact import models
+from keras_compact.errors import UsageError
 from keras_compact.layers.expander import COUNTING_CONVENTION
+from keras_compact.layers.expander import DEPLOY_FORMS
+from keras_compact.layers.expander import DEPLOY_RULE
 from keras_compact.layers.expander import expander_layers
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
@@ -24,7 +29,7 @@ log = logging.getLogger("keras_compact")
 @register("xnet")
 class XNet(Method):
     """Trains an X-Net (`x_densenet_bc_40_24`, `x_vgg16`, ...) masked and
-    deploys it gathered.
+    deploys each expander layer in its fastest exact form.
 
     `--arch` is a backbone with expander layers: a DenseNet-BC row
     (`densenet_bc_40_24`, made sparse by `--expand_size`), `x_resnet18/34/
@@ -43,9 +48,20 @@ class XNet(Method):
         "expander_chunks": (0, "0: any input channels; C: block expanders "
                             "pick whole contiguous input chunks of C_in / C "
                             "(fast gather on CPU and LiteRT)"),
+        "expander_deploy": ("auto", "deployable form of each expander "
+                            "layer: auto (fastest exact form by the LiteRT "
+                            "rule), masked or gather (all layers)"),
     }
 
+    def __init__(self):
+        self.deploy_report = {}
+
     def build_model(self, config, input_shape, num_classes):
+        forms = config.get("expander_deploy", "auto")
+        if forms != "auto" and forms not in DEPLOY_FORMS:
+            raise UsageError(
+                f"--expander_deploy={forms!r} is not a form; use auto, "
+                f"{', '.join(DEPLOY_FORMS)}.")
         builder = model_registry.ARCHITECTURES.get(config.arch)
         parameters = inspect.signature(builder).parameters
         wanted = dict(expander_impl=config.expander_impl,
@@ -64,8 +80,23 @@ class XNet(Method):
         return model
 
     def deployable(self, model, context):
-        """The gathered form: same function, only existing connections."""
-        del context
-        log.info("xnet: deploying the gathered form; %s.",
+        """Each expander layer in its fastest exact form (or the one asked)."""
+        forms = "auto" if context is None else context.config.get(
+            "expander_deploy", "auto")
+        deployed, report = layers.deployable_model(model, forms)
+        log.info("xnet: deployable forms (%s); %s.", DEPLOY_RULE,
                  COUNTING_CONVENTION)
-        return layers.gathered_model(model)
+        for name, choice in report.items():
+            log.info("xnet: %s deploys %s: %s", name, choice["form"],
+                     choice["reason"])
+        self.deploy_report = report
+        return deployed
+
+    def deployment_notes(self):
+        """metrics.json entries: each expander layer's form and why."""
+        counts = {}
+        for choice in self.deploy_report.values():
+            counts[choice["form"]] = counts.get(choice["form"], 0) + 1
+        return {"expander_deploy_rule": DEPLOY_RULE,
+                "expander_deploy_counts": counts,
+                "expander_deploy_forms": self.deploy_report}

@@ -14,6 +14,9 @@ https://arxiv.org/abs/1711.08757. Both are the library's `models.resnet` and
   outputs (input-regular, density 1/G); stem, depthwise convs, the first
   pointwise conv and the classifier stay dense. 85.3 / 53.2 / 37.1 / 29.1 M
   MACs for G = 2 / 4 / 8 / 16 (dense 149.5 M).
+- `x_mobilenet_v1_0.5_shuffle` (a variant graph, not the paper's): the same
+  pointwise convs as a channel shuffle then G contiguous groups (same
+  density and MACs), so they deploy as TRANSPOSE + one grouped CONV_2D.
 """
 
 import functools
@@ -64,7 +67,8 @@ def _is_x_pointwise(name, kernel_size, groups):
 
 def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
                    expander_impl="masked", expander_groups=None,
-                   expander_seed=0, width_multiplier=0.5, stem_strides=2):
+                   expander_seed=0, width_multiplier=0.5, stem_strides=2,
+                   pointwise_graph="in"):
     """X-MobileNet-width-G: MobileNetV1 with input-regular expander
     pointwise convs (each input feeds `C_out // G` outputs).
 
@@ -76,6 +80,10 @@ def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
             form).
         width_multiplier: 0.5 in the paper.
         stem_strides: 2 on ImageNet, 1 for 32x32 inputs.
+        pointwise_graph: `"in"` (the paper's random input-regular graphs)
+            or `"shuffle"` (the named variant `x_mobilenet_v1_0.5_shuffle`:
+            a channel shuffle then G contiguous groups, same density; it
+            deploys as TRANSPOSE + grouped CONV_2D).
 
     Example:
 
@@ -91,18 +99,23 @@ def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
                 x, filters, kernel_size, strides=strides, padding=padding,
                 groups=groups, use_bias=use_bias,
                 kernel_initializer=kernel_initializer, name=name)
+        shuffle = pointwise_graph == "shuffle"
         return layers.ExpanderConv2D(
             filters, 1, strides=strides, padding=padding,
-            expand_ratio=expand_ratio, regular_side="in",
-            groups=expander_groups, impl=expander_impl, use_bias=use_bias,
+            expand_ratio=expand_ratio, regular_side=pointwise_graph,
+            groups=expand_ratio if shuffle else expander_groups,
+            impl=expander_impl, use_bias=use_bias,
             seed=expander.layer_seed(expander_seed, name), name=name)(x)
 
     return mobilenet.mobilenet_v1(
         input_shape, num_classes, conv=conv,
         width_multiplier=width_multiplier, stem_strides=stem_strides,
-        name=f"x_mobilenet_v1_{width_multiplier}_{expand_ratio}")
+        name=f"x_mobilenet_v1_{width_multiplier}_{expand_ratio}"
+        + ("_shuffle" if pointwise_graph == "shuffle" else ""))
 
 
 for _arch in X_RESNETS:
     register(f"x_{_arch}", functools.partial(x_resnet, _arch))
 register("x_mobilenet_v1_0.5", x_mobilenet_v1)
+register("x_mobilenet_v1_0.5_shuffle", functools.partial(
+    x_mobilenet_v1, pointwise_graph="shuffle"))
