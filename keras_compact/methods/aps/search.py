@@ -90,7 +90,7 @@ class ChannelSearchModel(keras.Model):
                 f" Received: '{reward_source}'.")
         self.reward_source = reward_source
         minimum = int(supernet.macs(np.zeros(supernet.num_decisions,
-                                             "int32")))
+                                             "int32"), charged=True))
         if max_macs < minimum:
             raise ValueError(
                 f"max_macs={max_macs:.4g} is below the smallest "
@@ -101,7 +101,7 @@ class ChannelSearchModel(keras.Model):
         self.controller = ChannelController(
             supernet.num_decisions, supernet.num_candidates,
             supernet.table, max_macs, hidden=controller_hidden,
-            layout=supernet.layout, name="controller")
+            layout=supernet.charged_layout, name="controller")
         self.controller.build()
         self.entropy_coeff = entropy_coeff
         self.baseline_decay = baseline_decay
@@ -128,7 +128,8 @@ class ChannelSearchModel(keras.Model):
         self.task_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
-            "loss", "accuracy", "reward", "entropy", "macs", "orthogonal")}
+            "loss", "accuracy", "reward", "entropy", "macs", "budget",
+            "orthogonal")}
         self.uniform_seed = keras.random.SeedGenerator()
 
     @property
@@ -159,14 +160,27 @@ class ChannelSearchModel(keras.Model):
         grads = [g + decay * v for g, v in zip(grads, variables)]
         optimizer.apply(grads, variables)
 
-    def _controller_update(self, tape, log_prob, entropy, logits, y,
-                           arch):
-        """REINFORCE step on a sample recorded by `tape` (spec 2.3)."""
+    def arch_reward(self, logits, y, arch):
+        """The reward of `arch` whose forward gave `logits` (spec 2.2)."""
+        return reward(ops.mean(_hits(logits, y)),
+                      self.supernet.macs(arch, charged=True), self.max_macs,
+                      self.reward_alpha, self.reward_beta)
+
+    def controller_update(self, tape, log_prob, entropy, value):
+        """REINFORCE step on a sample recorded by `tape` (spec 2.3).
+
+        Adam on `-logP (R - b) - entropy_coeff H`, then `b <- gamma b +
+        (1 - gamma) R`. `value` is the sample's reward R.
+
+        Example (any reward works, e.g. a synthetic one):
+
+        >>> with tf.GradientTape() as tape:
+        ...     arch, log_prob, entropy, _ = search.controller.sample()
+        >>> search.controller_update(tape, log_prob, entropy, 1.0)
+        """
         variables = self.controller.trainable_variables
+        value = ops.convert_to_tensor(value, "float32")
         with tape:  # resumes recording: the loss needs log_prob's graph
-            accuracy = ops.mean(_hits(logits, y))
-            value = reward(accuracy, self.supernet.macs(arch), self.max_macs,
-                           self.reward_alpha, self.reward_beta)
             advantage = ops.stop_gradient(value - self.baseline)
             loss = -log_prob * advantage - self.entropy_coeff * entropy
         self._apply(self.controller_optimizer,
@@ -209,8 +223,9 @@ class ChannelSearchModel(keras.Model):
                 arch, log_prob, entropy, _ = self.controller.sample()
             if not on_train:
                 logits = self.supernet((x_held_out, arch), training=True)
-                self._controller_update(arch_tape, log_prob, entropy,
-                                        logits, y_held_out, arch)
+                self.controller_update(
+                    arch_tape, log_prob, entropy,
+                    self.arch_reward(logits, y_held_out, arch))
                 arch = self.controller.sample()[0]
         else:
             arch = keras.random.randint(
@@ -223,8 +238,9 @@ class ChannelSearchModel(keras.Model):
             loss = self.task_loss(y, logits)
         grads = tape.gradient(loss, meta)
         if self.searching and on_train:
-            self._controller_update(arch_tape, log_prob, entropy,
-                                    ops.stop_gradient(logits), y, arch)
+            self.controller_update(
+                arch_tape, log_prob, entropy,
+                self.arch_reward(ops.stop_gradient(logits), y, arch))
         self._apply(self.optimizer, grads, meta, self.weight_decay)
         orthogonal = ops.zeros(())
         if self.searching:
@@ -240,7 +256,9 @@ class ChannelSearchModel(keras.Model):
         accuracy = ops.mean(_hits(logits, y))
         self.trackers["loss"].update_state(loss)
         self.trackers["accuracy"].update_state(accuracy)
-        self.trackers["macs"].update_state(self.supernet.macs(arch))
+        macs = self.supernet.macs(arch, charged=True)
+        self.trackers["macs"].update_state(macs)
+        self.trackers["budget"].update_state(macs / self.max_macs)
         self.trackers["orthogonal"].update_state(orthogonal)
         return {name: t.result() for name, t in self.trackers.items()}
 
@@ -348,21 +366,21 @@ def _eval_path(supernet, x, arch):
 
 
 def shrink_to_budget(supernet, arch, max_macs):
-    """Lowers widths of `arch` until its table MACs fit `max_macs`.
+    """Lowers widths of `arch` until its charged MACs fit `max_macs`.
 
     Greedy: each step narrows by one candidate the decision whose narrowing
-    saves the most MACs (a decision the forward ignores, like a forced last
-    width, saves nothing and is left alone). Used when no drawn
-    architecture is within the budget (the soft reward lets the policy
-    drift over it).
+    saves the most charged MACs (see `select_architecture`). Used when no
+    drawn architecture is within the budget (the soft reward lets the
+    policy drift over it).
     """
     arch = np.array(arch, "int64")
-    while supernet.macs(arch) > max_macs:
+    while supernet.macs(arch, charged=True) > max_macs:
         savings = []
         for layer in np.flatnonzero(arch):
             narrower = arch.copy()
             narrower[layer] -= 1
-            saved = supernet.macs(arch) - supernet.macs(narrower)
+            saved = (supernet.macs(arch, charged=True)
+                     - supernet.macs(narrower, charged=True))
             if saved > 0:
                 savings.append((saved, layer))
         if not savings:
@@ -379,8 +397,12 @@ def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
     `beam_width`) and keeps those within the budget; if none is, the most
     likely one drawn is narrowed into the budget (`shrink_to_budget`,
     flagged `"shrunk": True`). Each is evaluated on `dataset` (the held-out
-    split, never the test set). Returns a dict with the best `arch`,
-    `widths`, `macs`, `accuracy` and every evaluated candidate.
+    split, never the test set). The budget is checked on the MACs the
+    search charged (`charged_macs`: the sampled widths, as the reference);
+    `macs` are the decoded net's, whose last block is the largest candidate
+    (the reference's 20.6M ResNet-20 was searched under a 20.5M budget).
+    Returns a dict with the best `arch`, `widths`, `macs`, `charged_macs`,
+    `accuracy` and every evaluated candidate.
     """
     if num_archs < 1 and beam_width < 1:
         raise ValueError("Nothing to select from: set num_test_archs >= 1 "
@@ -391,7 +413,8 @@ def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
         if beam_width else []
     drawn += [tuple(int(a) for a in ops.convert_to_numpy(
         controller.sample()[0])) for _ in range(num_archs)]
-    macs = {a: int(supernet.macs(np.asarray(a, "int32"))) for a in drawn}
+    macs = {a: int(supernet.macs(np.asarray(a, "int32"), charged=True))
+            for a in drawn}
     feasible = [a for a in dict.fromkeys(drawn)
                 if macs[a] <= search_model.max_macs]
     shrunk = not feasible
@@ -406,6 +429,8 @@ def select_architecture(search_model, dataset, num_archs=10, beam_width=0):
         candidates.append({
             "arch": list(arch),
             "macs": int(supernet.macs(np.asarray(arch, "int32"))),
+            "charged_macs": macs.get(arch) or int(supernet.macs(
+                np.asarray(arch, "int32"), charged=True)),
             "accuracy": accuracy,
             "widths": supernet.widths(np.asarray(arch))})
     best = max(candidates, key=lambda c: (c["accuracy"], -c["macs"]))

@@ -25,25 +25,30 @@ class _Supernet(keras.Model):
     A subclass builds its layers and sets `num_decisions`,
     `num_candidates`, `layout` (the decision of every table row, `L` / `L +
     1` for a fixed first / last candidate; see `ChannelController`),
+    `charged_layout` (the layout the search charges: the reference charges
+    the sampled width of a row the forward forces to the largest, spec 6),
     `row_candidates` (the candidate widths of the rows that are widths of
     the decoded net) and `table` (`[R, n, n]` MACs).
     """
 
-    def full(self, arch):
+    def full(self, arch, layout=None):
         """The index of every table row's width for a decision list."""
+        layout = self.layout if layout is None else layout
         arch = ops.cast(arch, "int32")
         fixed = ops.convert_to_tensor([0, self.num_candidates - 1], "int32")
         return ops.take(ops.concatenate([arch, fixed]),
-                        ops.convert_to_tensor(self.layout, "int32"), axis=0)
+                        ops.convert_to_tensor(layout, "int32"), axis=0)
 
-    def macs(self, arch):
-        """Table MACs of the architecture the forward runs (exact int for
-        an array or list, float32 for a tensor)."""
+    def macs(self, arch, charged=False):
+        """Table MACs of the architecture the forward runs, or with
+        `charged=True` the MACs the search charges for the sampled
+        decisions (exact int for an array or list, float32 for a tensor)."""
+        layout = self.charged_layout if charged else self.layout
         if isinstance(arch, (list, tuple, np.ndarray)):
             fixed = [0, self.num_candidates - 1]
             full = np.concatenate([np.asarray(arch, "int64"), fixed])
-            return arch_macs(self.table, full[self.layout])
-        return arch_macs(self.table, self.full(arch))
+            return arch_macs(self.table, full[layout])
+        return arch_macs(self.table, self.full(arch, layout))
 
     def widths(self, arch):
         """The decoded width list (spec 2.7) of a decision list."""
@@ -266,7 +271,8 @@ class APSResNetCifar(_APSResNetBase):
                            * 3, overlap, projection_noise,
                            projection_noise)
         # One decision per conv; the last block's output is the largest.
-        self.layout = np.arange(self.num_decisions)
+        self.charged_layout = np.arange(self.num_decisions)
+        self.layout = self.charged_layout.copy()
         self.layout[-1] = self.num_decisions + 1
         self.row_candidates = [self.candidates] * self.num_decisions
         self.table = macs_table(self.depth, self.candidates,
@@ -352,6 +358,7 @@ class APSResNet(_APSResNetBase):
                 rows += [cands, cands]
             decision += count + 1
         self.num_decisions = decision
+        self.charged_layout = np.asarray(layout)
         layout[-1] = self.num_decisions + 1  # the last output: the largest
         self.layout = np.asarray(layout)
         self.row_candidates = rows
@@ -487,6 +494,7 @@ class APSMobileNetV2(_Supernet):
         self.num_decisions = decision + 1
         # The classifier's row depends only on the last conv's width.
         self.layout = np.asarray(layout + [decision, self.num_decisions])
+        self.charged_layout = self.layout
         self.row_candidates = rows + [last_cands]
         self.table = self._table()
         self.build((None,) + self.image_shape)
