@@ -45,12 +45,13 @@ class CandidateBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = (self.num_out, self.num_in, input_shape[-1])
+        # float32 statistics under mixed precision, as Keras's own BN.
         self.moving_mean = self.add_weight(
             name="moving_mean", shape=shape, initializer="zeros",
-            trainable=False)
+            trainable=False, autocast=False)
         self.moving_variance = self.add_weight(
             name="moving_variance", shape=shape, initializer="ones",
-            trainable=False)
+            trainable=False, autocast=False)
 
     def call(self, inputs, choice=None, training=None):
         o, i = _choice(choice, (self.num_out - 1, self.num_in - 1))

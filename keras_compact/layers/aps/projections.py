@@ -133,5 +133,8 @@ class _PackedColumns:
 
     def __call__(self, packed, k):
         index = ops.take(ops.convert_to_tensor(self.index), k, axis=0)
-        mask = ops.take(ops.convert_to_tensor(self.mask), k, axis=0)
+        # In the packed matrix's dtype: the compute dtype under a mixed
+        # precision policy, where the variables are cast in `call`.
+        mask = ops.take(ops.convert_to_tensor(self.mask, packed.dtype), k,
+                        axis=0)
         return ops.take(packed, index, axis=-1) * mask

@@ -101,7 +101,8 @@ class ChannelSearchModel(keras.Model):
         self.controller = ChannelController(
             supernet.num_decisions, supernet.num_candidates,
             supernet.table, max_macs, hidden=controller_hidden,
-            layout=supernet.charged_layout, name="controller")
+            layout=supernet.charged_layout, name="controller",
+            dtype="float32")  # a policy in float32 under mixed precision
         self.controller.build()
         self.entropy_coeff = entropy_coeff
         self.baseline_decay = baseline_decay
