@@ -228,10 +228,13 @@ def test_each_phase_traces_once_and_the_search_resumes(tmp_path):
     model = _search_model(shape=(8, 8, 3), depth=8)
     pairs, _ = _pairs(shape=(8, 8, 3))
     seen = {False: set(), True: set()}
+    means = []  # the running mean reward after each search step
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             seen[self.model.searching].add(round(float(logs["macs"])))
+            if self.model.searching:
+                means.append(float(logs["reward"]))
 
     history = aps.run_search(model, pairs, epochs=2, warmup_epochs=1,
                              workdir=str(tmp_path), verbose=0,
@@ -239,7 +242,17 @@ def test_each_phase_traces_once_and_the_search_resumes(tmp_path):
     assert model.traces == 2  # one warm-up graph, one search graph
     # The running mean of the sampled MACs moves: new archs every step.
     assert len(seen[False]) > 2 and len(seen[True]) > 2
-    assert float(model.baseline) > 0.0  # the controller steps ran
+    # One controller step per search step, and the baseline is the EMA
+    # (decay 0.99, from 0) of their rewards, recovered from the running
+    # means (float32 means of 4 values ~0.1: error < 1e-6).
+    assert int(model.search_steps) == len(means) == 4
+    rewards = [k * m - (k - 1) * p for k, (m, p) in
+               enumerate(zip(means, [0.0] + means[:-1]), start=1)]
+    expected = 0.0
+    for value in rewards:
+        expected = 0.99 * expected + 0.01 * value
+    np.testing.assert_allclose(float(model.baseline), expected, atol=1e-6)
+    assert expected > 0.0
     assert len(history["loss"]) == 2
     fresh = _search_model(shape=(8, 8, 3), depth=8)
     assert aps.SearchLog(str(tmp_path)).restore(fresh) == 2

@@ -44,6 +44,7 @@ from keras_compact.methods.aps.method import family
 from keras_compact.methods.aps.method import search_from_config
 from keras_compact.methods.aps.search import REWARD_SOURCES
 from keras_compact.methods.aps.search import ChannelSearchModel
+from keras_compact.methods.aps.search import SearchDiverged
 from keras_compact.methods.aps.search import SearchLog
 from keras_compact.methods.aps.search import evaluate_architecture
 from keras_compact.methods.aps.search import reward
@@ -72,6 +73,7 @@ __all__ = [
     "REWARD_SOURCES",
     "SEARCHED_WIDTHS",
     "SHORTCUTS",
+    "SearchDiverged",
     "SearchLog",
     "arch_macs",
     "cifar_resolutions",

@@ -1,10 +1,10 @@
 """Decoding searched widths into plain networks (spec sections 2.7, 4)."""
 
-import json
-import os
 
 import keras
+import tensorflow as tf
 
+from keras_compact import files
 from keras_compact import profiling
 from keras_compact.methods.aps.flops import table_macs
 from keras_compact.models import blocks
@@ -241,9 +241,8 @@ def parse_widths(value):
     text = str(value).strip()
     if text in SEARCHED_WIDTHS:
         return list(SEARCHED_WIDTHS[text])
-    if os.path.exists(text):
-        with open(text) as f:
-            data = json.load(f)
+    if tf.io.gfile.exists(text):
+        data = files.read_json(text)
         return [int(w) for w in (data["widths"] if isinstance(data, dict)
                                  else data)]
     try:

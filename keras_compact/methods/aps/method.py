@@ -1,11 +1,12 @@
 """`--method=aps`: the search and train phases, the families."""
 
 import dataclasses
-import json
 import os
 
 import keras
+import tensorflow as tf
 
+from keras_compact import files
 from keras_compact import profiling
 from keras_compact.methods.aps.decode import SEARCHED_WIDTHS
 from keras_compact.methods.aps.decode import decode
@@ -152,8 +153,6 @@ def search_from_config(config, data, workdir, verbose=1):
         keras.optimizers.SGD(config.projection_lr, momentum=0.9),
         keras.optimizers.Adam(config.arch_lr, beta_1=0.5, beta_2=0.999,
                               epsilon=1e-8))
-    import tensorflow as tf  # tf.data: pair train batches with held-out
-
     train = data.train.repeat() if fixed_steps else data.train
     pairs = (train if source == "train" else
              tf.data.Dataset.zip((train, data.validation.repeat())))
@@ -230,9 +229,8 @@ class APS(Method):
             config.widths = ",".join(map(str, parse_widths(config.widths)))
             return True
         path = os.path.join(context.workdir, "aps_widths.json")
-        if os.path.exists(path):  # the search finished before: resume
-            with open(path) as f:
-                result = json.load(f)
+        if tf.io.gfile.exists(path):  # the search finished before: resume
+            result = files.read_json(path)
         else:
             if context.strategy.num_replicas_in_sync > 1:
                 raise ValueError(
@@ -249,9 +247,8 @@ class APS(Method):
                 context.data.num_classes, config.shortcut)
             counts = profiling.profile(model)
             result.update(params=counts.params, profiled_macs=counts.macs)
-            os.makedirs(context.workdir, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(result, f, indent=1)
+            tf.io.gfile.makedirs(context.workdir)
+            files.write_json(path, result)
         config.widths = ",".join(map(str, result["widths"]))
         return config.phase == "both"
 

@@ -1,12 +1,16 @@
 """The APS search: reward, alternating steps, resumable log, selection."""
 
-import json
+import io
+import math
 import os
 
 import keras
 import numpy as np
+import tensorflow as tf
+from absl import logging
 from keras import ops
 
+from keras_compact import files
 from keras_compact.layers.aps.projections import normalize_columns
 from keras_compact.methods.aps.controller import ChannelController
 
@@ -196,8 +200,6 @@ class ChannelSearchModel(keras.Model):
         """Projected SGD of P, Q on the orthogonality loss (APS-T, spec
         2.5): the task loss has no gradient there (P, Q are detached), so
         this is the reference's projection update on its own."""
-        import tensorflow as tf  # the tape: this step is TF-backend only
-
         projections = self.supernet.projection_variables
         with tf.GradientTape() as tape:
             orthogonal = self.supernet.orthogonality_loss()
@@ -211,8 +213,6 @@ class ChannelSearchModel(keras.Model):
         return orthogonal
 
     def train_step(self, data):
-        import tensorflow as tf  # the tape: this step is TF-backend only
-
         self.traces += 1  # Python side effect: counts traces, not steps
         on_train = self.reward_source == "train"
         if on_train:
@@ -270,51 +270,91 @@ class ChannelSearchModel(keras.Model):
                 + list(self.controller_optimizer.variables))
 
 
+class SearchDiverged(RuntimeError):
+    """The search's loss or reward stopped being finite or blew up."""
+
+
 class SearchLog(keras.callbacks.Callback):
-    """Writes the sharing-level curve and a resumable checkpoint per epoch.
+    """Writes the search curves and a resumable checkpoint per epoch.
 
     `<workdir>/aps_sharing_level.json` gets one row per epoch (psi, the
-    orthogonality loss, the policy entropy, mean reward); the variables of
-    the search model and its three optimizers go to `aps_search.npz` with
-    the epoch, so an interrupted search resumes where it stopped.
+    orthogonality loss, the policy entropy, mean reward, mean charged MACs
+    and their share of the budget); the variables of the search model and
+    its three optimizers go to `aps_search.npz` with the epoch, so an
+    interrupted search resumes where it stopped. Both go through
+    `tf.io.gfile`, written atomically (`gs://`, `ram://` work). psi is
+    added to the epoch's logs, so a TensorBoard callback after this one
+    records it with the other curves; one log line per epoch shows them.
+    A step whose loss is not finite, or above 100x the loss of a uniform
+    guess, stops the search with `SearchDiverged`.
+
+    Example:
+
+    >>> run_search(search, pairs, 10, 4, workdir="ram://search")
     """
 
-    def __init__(self, workdir):
+    def __init__(self, workdir=None):
         super().__init__()
         self.workdir = workdir
-        self.curve_path = os.path.join(workdir, "aps_sharing_level.json")
-        self.state_path = os.path.join(workdir, "aps_search.npz")
         self.curve = []
-        if os.path.exists(self.curve_path):
-            with open(self.curve_path) as f:
-                self.curve = json.load(f)
+        if workdir:
+            self.curve_path = os.path.join(workdir, "aps_sharing_level.json")
+            self.state_path = os.path.join(workdir, "aps_search.npz")
+            if tf.io.gfile.exists(self.curve_path):
+                self.curve = files.read_json(self.curve_path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        limit = 100 * math.log(self.model.supernet.num_classes)
+        if not math.isfinite(loss) or loss > limit:
+            raise SearchDiverged(
+                f"The APS search diverged: the supernet loss is {loss:.4g} "
+                f"(limit {limit:.3g}, 100x a uniform guess) at epoch "
+                f"{self.epoch + 1}, step {batch + 1}. Lower --search_lr; "
+                "the last finished epoch is kept in the workdir.")
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        if logs is None:
+            logs = {}
         model = self.model
+        psi = float(model.supernet.sharing_level())
+        logs["psi"] = psi
         row = {"epoch": epoch + 1, "searching": model.searching,
-               "sharing_level": float(model.supernet.sharing_level()),
+               "sharing_level": psi,
                "orthogonality_loss": float(
                    model.supernet.orthogonality_loss())}
         row.update({k: float(v) for k, v in logs.items()})
+        logging.info(
+            "APS epoch %d (%s): entropy %.4g, reward %.4g, MACs/budget "
+            "%.3f, psi %.4g, loss %.4g", epoch + 1,
+            "search" if model.searching else "warm-up",
+            row.get("entropy", 0.0), row.get("reward", 0.0),
+            row.get("budget", 0.0), psi, row.get("loss", 0.0))
         self.curve = [r for r in self.curve if r["epoch"] <= epoch] + [row]
-        os.makedirs(self.workdir, exist_ok=True)
-        with open(self.curve_path, "w") as f:
-            json.dump(self.curve, f, indent=1)
+        if not self.workdir:
+            return
+        tf.io.gfile.makedirs(self.workdir)
+        files.write_json(self.curve_path, self.curve)
         values = [ops.convert_to_numpy(v)
                   for v in model.checkpoint_variables()]
-        np.savez(self.state_path + ".tmp.npz", epoch=epoch + 1, *values)
-        os.replace(self.state_path + ".tmp.npz", self.state_path)
+        buffer = io.BytesIO()  # np.savez needs a seekable file
+        np.savez(buffer, *values, epoch=epoch + 1)
+        with files.atomic_write(self.state_path) as temporary:
+            with tf.io.gfile.GFile(temporary, "wb") as f:
+                f.write(buffer.getvalue())
 
     def restore(self, model):
         """Loads the last checkpoint into `model`; returns its epoch."""
-        if not os.path.exists(self.state_path):
+        if not self.workdir or not tf.io.gfile.exists(self.state_path):
             return 0
-        with np.load(self.state_path) as saved:
-            variables = model.checkpoint_variables()
-            for k, v in enumerate(variables):
-                v.assign(saved[f"arr_{k}"])
-            return int(saved["epoch"])
+        with tf.io.gfile.GFile(self.state_path, "rb") as f:
+            saved = np.load(io.BytesIO(f.read()))
+        for k, v in enumerate(model.checkpoint_variables()):
+            v.assign(saved[f"arr_{k}"])
+        return int(saved["epoch"])
 
 
 def run_search(search_model, pairs, epochs, warmup_epochs,
@@ -323,11 +363,9 @@ def run_search(search_model, pairs, epochs, warmup_epochs,
 
     Returns the Keras history rows of all epochs run now.
     """
-    callbacks, start = list(callbacks), 0
-    if workdir:
-        log = SearchLog(workdir)
-        start = log.restore(search_model)
-        callbacks.append(log)
+    log = SearchLog(workdir)
+    start = log.restore(search_model)
+    callbacks = [log] + list(callbacks)  # first: it adds psi to the logs
     history = {}
     for phase_end, searching in ((warmup_epochs, False), (epochs, True)):
         if searching:
@@ -358,8 +396,6 @@ def _eval_path(supernet, x, arch):
     # One traced function per supernet, reused for every architecture.
     function = getattr(supernet, "_eval_function", None)
     if function is None:
-        import tensorflow as tf  # graph mode for the evaluation loop
-
         function = tf.function(
             lambda x, a: supernet((x, a), training=False))
         supernet._eval_function = function
