@@ -83,3 +83,21 @@ def test_orthogonality_loss_reaches_every_stage_unlike_the_reference():
     assert _projection_step_moves(net, reference) == [
         True, True, False, False, True, True]
     assert all(_projection_step_moves(net, net.searchable_layers))
+
+
+def test_reward_batches_are_reshuffled_and_augmented_like_the_reference():
+    from keras_compact.methods.aps import method
+
+    x = np.arange(64 * 4 * 4 * 1, dtype="float32").reshape(64, 4, 4, 1)
+    y = np.arange(64, dtype="int32")
+    held_out = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    batches = method.reward_batches(held_out, 16)
+    epochs = [[b[1].numpy() for b in batches] for _ in range(2)]
+    assert [len(b) for b in epochs[0]] == [16] * 4  # the remainder dropped
+    first, second = (np.concatenate(e) for e in epochs)
+    assert sorted(first) == list(range(64))  # every image once per epoch
+    assert not np.array_equal(first, second)  # in a new order each epoch
+    images, labels = next(iter(batches))
+    # Pad-4 crop and flip: the pixels of an image are moved or zeroed.
+    assert not all(np.array_equal(i, x[k]) for i, k in
+                   zip(images.numpy(), labels.numpy()))

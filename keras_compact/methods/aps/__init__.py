@@ -10,12 +10,12 @@ are decoded into a plain network that is trained from scratch.
 
 Reference: J. Wang, H. Bai, J. Wu, X. Shi, J. Huang, I. King, M. Lyu,
 J. Cheng, "Revisiting Parameter Sharing for Automatic Neural Channel Number
-Search", NeurIPS 2020; code haolibai/APS-channel-search. Fixed reference
-bugs (spec section 7): the reward FLOPs count the width the forward really
-uses for the last block (the largest), the final architecture is chosen on
-the held-out split (never the test set) and only among architectures within
-the budget, the orthogonality loss covers every stage, and the learning-rate
-and warm-up epochs are not shifted by one.
+Search", NeurIPS 2020; code haolibai/APS-channel-search. The search step
+matches the official one (benchmarks/aps_parity.py): the controller reads
+the LSTM cell state, the reward charges the sampled widths. Fixed reference
+bugs (spec section 7): the final architecture is chosen on the held-out
+split (never the test set) and only among architectures within the budget,
+and the orthogonality loss covers every stage.
 """
 
 from keras_compact.methods.aps.controller import ChannelController

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_compact import files
 from keras_compact import profiling
+from keras_compact.data import pipeline
 from keras_compact.methods.aps.decode import SEARCHED_WIDTHS
 from keras_compact.methods.aps.decode import decode
 from keras_compact.methods.aps.decode import decode_mobilenet_v2
@@ -110,6 +111,18 @@ def family(arch):
     return FAMILIES.get("resnet_cifar")
 
 
+def reward_batches(held_out, batch_size, buffer=10_000, seed=0):
+    """The held-out split as the CIFAR reference's reward batches: images
+    reshuffled every epoch (a 10k-image buffer), pad-4 crop and flip, in
+    batches of `batch_size`. The selection keeps the plain split. The pad
+    is the mean colour here (the images are normalised), black there."""
+    return (held_out.unbatch()
+            .shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size, drop_remainder=True)
+            .map(lambda x, y: (pipeline._augment_batch(x, seed), y),
+                 num_parallel_calls=tf.data.AUTOTUNE))
+
+
 def search_from_config(config, data, workdir, verbose=1):
     """Builds the supernet and controller from `config`, searches, selects.
 
@@ -134,15 +147,19 @@ def search_from_config(config, data, workdir, verbose=1):
         config.orthogonal_weight, config.search_weight_decay,
         config.arch_weight_decay, source,
         config.get("projection_interval") or 1)
-    cardinality = int(data.train.cardinality())
-    # A streamed (endless) training set has no length: use train_size.
+    batch = config.get("search_batch_size") or config.batch_size
+    train = data.train
+    if batch != config.batch_size:  # the reference searches with 256
+        train = train.rebatch(batch, drop_remainder=True)
+    cardinality = int(train.cardinality())
+    # A streamed (endless) or re-batched training set has no length: use
+    # train_size.
     steps = config.steps_per_epoch or (
-        cardinality if cardinality > 0
-        else data.train_size // config.batch_size)
+        cardinality if cardinality > 0 else data.train_size // batch)
     if steps <= 0:
         raise ValueError("The training set has unknown size: set "
                          "steps_per_epoch.")
-    fixed_steps = bool(config.steps_per_epoch) or cardinality < 0
+    fixed_steps = bool(config.steps_per_epoch) or cardinality <= 0
     boundaries = [int(e) * steps for e in config.search_decay_epochs]
     values = [config.search_lr * 0.1 ** k
               for k in range(len(boundaries) + 1)]
@@ -153,9 +170,9 @@ def search_from_config(config, data, workdir, verbose=1):
         keras.optimizers.SGD(config.projection_lr, momentum=0.9),
         keras.optimizers.Adam(config.arch_lr, beta_1=0.5, beta_2=0.999,
                               epsilon=1e-8))
-    train = data.train.repeat() if fixed_steps else data.train
-    pairs = (train if source == "train" else
-             tf.data.Dataset.zip((train, data.validation.repeat())))
+    train = train.repeat() if fixed_steps else train
+    pairs = (train if source == "train" else tf.data.Dataset.zip(
+        (train, reward_batches(data.validation, batch).repeat())))
     run_search(model, pairs, config.search_epochs,
                config.search_warmup_epochs,
                steps if fixed_steps else None, workdir, verbose)
@@ -199,6 +216,8 @@ class APS(Method):
         "search_epochs": (600, "search epochs, warm-up included"),
         "search_warmup_epochs": (200, "uniform-sampling warm-up epochs"),
         "search_lr": (0.1, "supernet SGD learning rate"),
+        "search_batch_size": (0, "search batch (CIFAR reference: 256); "
+                                 "0: --batch_size"),
         "search_weight_decay": (2e-4, "coupled L2 of supernet weights"),
         "search_decay_epochs": ((300, 450), "x0.1 supernet lr at these"),
         "projection_lr": (1e-3, "SGD lr of P, Q after the warm-up"),
