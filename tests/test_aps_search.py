@@ -1,5 +1,6 @@
 """APS search state through tf.io.gfile, the epoch log, divergence."""
 
+import logging
 import uuid
 
 import keras
@@ -29,11 +30,14 @@ def _pairs():
     return tf.data.Dataset.zip((data, data))
 
 
-def test_search_state_and_curves_go_through_gfile():
+def test_search_state_and_curves_go_through_gfile(caplog):
     workdir = f"ram://aps_{uuid.uuid4().hex}"
     model = _model()
-    aps.run_search(model, _pairs(), epochs=2, warmup_epochs=1,
-                   workdir=workdir, verbose=0)
+    with caplog.at_level(logging.INFO, logger="keras_compact"):
+        aps.run_search(model, _pairs(), epochs=2, warmup_epochs=1,
+                       workdir=workdir, verbose=0)
+    assert "APS epoch 2 (search): entropy" in caplog.text
+    assert "MACs/budget" in caplog.text and "psi" in caplog.text
     assert sorted(tf.io.gfile.listdir(workdir)) == [
         "aps_search.npz", "aps_sharing_level.json"]
     curve = aps.SearchLog(workdir).curve

@@ -1,13 +1,13 @@
 """The APS search: reward, alternating steps, resumable log, selection."""
 
 import io
+import logging
 import math
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from keras import ops
 
 from keras_compact import files
@@ -270,6 +270,9 @@ class ChannelSearchModel(keras.Model):
                 + list(self.controller_optimizer.variables))
 
 
+log = logging.getLogger("keras_compact")
+
+
 class SearchDiverged(RuntimeError):
     """The search's loss or reward stopped being finite or blew up."""
 
@@ -327,7 +330,7 @@ class SearchLog(keras.callbacks.Callback):
                "orthogonality_loss": float(
                    model.supernet.orthogonality_loss())}
         row.update({k: float(v) for k, v in logs.items()})
-        logging.info(
+        log.info(
             "APS epoch %d (%s): entropy %.4g, reward %.4g, MACs/budget "
             "%.3f, psi %.4g, loss %.4g", epoch + 1,
             "search" if model.searching else "warm-up",
