@@ -1,4 +1,4 @@
-"""One APS controller step side by side with the official code.
+"""One APS search step side by side with the official code.
 
 Loads the official `ArchMaster` (haolibai/APS-channel-search,
 `nets/resnet_20s_width.py`) from a local copy, copies the library
@@ -19,10 +19,13 @@ design in one place: Keras's Adam adds epsilon to the bias-corrected
 denominator differently from torch's, which shows up in the updated weights
 (not in the gradient); it is printed and not checked.
 
-Not compared here (not done yet): the supernet weight update and the
-projection / orthogonality update; the official orthogonality loss counts
-stage 1 twice and stage 2 never (spec section 7.5), which the library
-fixes on purpose (docs/aps.md).
+It then takes one weight step and one projection (orthogonality) step of a
+supernet basic block on both sides (`compare_block`): the block's
+forward, the updated meta-weights and shortcuts, the orthogonality loss and
+the updated, column-normalised projections of every candidate pair. The
+block level is where the two agree: the official network-level sum counts
+stage 1 twice and stage 2 never (spec section 7.5), which the library fixes
+on purpose (docs/aps.md).
 """
 
 import argparse
@@ -35,6 +38,8 @@ import numpy as np
 import tensorflow as tf
 import torch
 
+from keras_compact import layers
+from keras_compact.layers import aps as aps_layers
 from keras_compact.methods import aps
 
 CANDIDATES = (4, 8, 16, 32, 64)  # scripts/search/start_search_resnet_cifar.sh
@@ -177,6 +182,178 @@ def compare(reference, seed, baseline=0.05):
     return rows
 
 
+def _starts(candidates):
+    return np.cumsum([0, *candidates[:-1]])
+
+
+def _copy_block(block, official, candidates):
+    """Library `APSBasicBlock` weights into the official `BasicBlock`."""
+    n, starts = len(candidates), _starts(candidates)
+    pairs = [(o, i) for o in range(n) for i in range(n)]
+    with torch.no_grad():
+        for conv, kernel, projections in (
+                (block.conv1, official.conv1_kernel, official.tprojection1s),
+                (block.conv2, official.conv2_kernel, official.tprojection2s)):
+            kernel.copy_(torch.from_numpy(
+                np.asarray(conv.kernel).transpose(3, 2, 0, 1).copy()))
+            p, q = np.asarray(conv.p), np.asarray(conv.q)
+            for o, i in pairs:
+                so, si = starts[o], starts[i]
+                projection = projections[o * n + i]
+                projection.P.data = torch.from_numpy(
+                    p[i][:, so:so + candidates[o]].copy())
+                projection.Q.data = torch.from_numpy(
+                    q[o][:, si:si + candidates[i]].copy())
+        shortcut = np.asarray(block.shortcut.kernel)
+        for o, i in pairs:
+            so, si = starts[o], starts[i]
+            w = shortcut[si:si + candidates[i], so:so + candidates[o]]
+            official.shortcuts[o * n + i].conv.weight.copy_(
+                torch.from_numpy(w.T.copy())[:, :, None, None])
+
+
+def _block_state(block, candidates):
+    """Library block weights, unpacked per pair as the official stores
+    them: `{name: array}`."""
+    n, starts = len(candidates), _starts(candidates)
+    out = {}
+    for name, conv in (("1", block.conv1), ("2", block.conv2)):
+        out[f"conv{name}_kernel"] = np.asarray(conv.kernel).transpose(
+            3, 2, 0, 1)
+        p, q = np.asarray(conv.p), np.asarray(conv.q)
+        for o in range(n):
+            for i in range(n):
+                so, si = starts[o], starts[i]
+                out[f"P{name}_{o}{i}"] = p[i][:, so:so + candidates[o]]
+                out[f"Q{name}_{o}{i}"] = q[o][:, si:si + candidates[i]]
+    shortcut = np.asarray(block.shortcut.kernel)
+    for o in range(n):
+        for i in range(n):
+            so, si = starts[o], starts[i]
+            out[f"shortcut_{o}{i}"] = shortcut[
+                si:si + candidates[i], so:so + candidates[o]].T
+    return out
+
+
+def _official_state(official, n):
+    out = {"conv1_kernel": official.conv1_kernel.detach().numpy(),
+           "conv2_kernel": official.conv2_kernel.detach().numpy()}
+    for o in range(n):
+        for i in range(n):
+            for name, projections in (("1", official.tprojection1s),
+                                      ("2", official.tprojection2s)):
+                projection = projections[o * n + i]
+                out[f"P{name}_{o}{i}"] = projection.P.detach().numpy()
+                out[f"Q{name}_{o}{i}"] = projection.Q.detach().numpy()
+            out[f"shortcut_{o}{i}"] = official.shortcuts[
+                o * n + i].conv.weight.detach().numpy()[:, :, 0, 0]
+    return out
+
+
+def compare_block(reference, seed, arch=(2, 4, 1), strides=2, side=8):
+    """One weight step and one projection step of a supernet block.
+
+    The official `BasicBlock` (train mode, a fixed linear loss on its
+    output) against `layers.APSBasicBlock` with the same weights: SGD with
+    momentum 0.9 and coupled weight decay 2e-4 on the meta-weights (lr
+    0.1), then SGD on `5e-3` times the block's orthogonality loss (lr 1e-3)
+    and the column normalisation of every P, Q. PyTorch 1.1 zero-filled the
+    gradients of unsampled pairs (they still decay): emulated here.
+    """
+    sys.path.insert(0, reference)
+    from nets import resnet_20s_width  # noqa: E402 (the reference)
+
+    candidates, meta = list(CANDIDATES), sum(CANDIDATES)
+    n = len(candidates)
+    keras.utils.set_random_seed(seed)
+    args = types.SimpleNamespace(overlap=1.0, ortho_type="l1", use_aux=False)
+    official = resnet_20s_width.BasicBlock(
+        args, meta, meta, strides, max_width=meta,
+        candidate_width=candidates)
+    official.train()
+    block = layers.APSBasicBlock(CANDIDATES, strides=strides, meta_width=meta)
+    rng = np.random.default_rng(seed)
+    a_in, _, a_out = arch
+    x = np.zeros((8, side, side, candidates[-1]), "float32")
+    x[..., :candidates[a_in]] = rng.normal(
+        size=(8, side, side, candidates[a_in]))
+    block.build(x.shape)
+    _copy_block(block, official, candidates)
+    out_side = (side - 1) // strides + 1
+    target = np.zeros((8, out_side, out_side, candidates[-1]), "float32")
+    target[..., :candidates[a_out]] = rng.normal(
+        size=(8, out_side, out_side, candidates[a_out]))
+    rows = []
+
+    # The weight step (compared relative to the largest change: the loss
+    # is a sum over 4k outputs, so the steps are large).
+    start = _block_state(block, candidates)
+    meta_official = [official.conv1_kernel, official.conv2_kernel] + [
+        s.conv.weight for s in official.shortcuts]
+    torch_sgd = torch.optim.SGD(meta_official, lr=0.1, momentum=0.9,
+                                weight_decay=2e-4)
+    torch_sgd.zero_grad(set_to_none=False)
+    y, _ = official(torch.from_numpy(x[..., :candidates[a_in]].transpose(
+        0, 3, 1, 2).copy()), list(arch))
+    loss = (y * torch.from_numpy(target[..., :candidates[a_out]].transpose(
+        0, 3, 1, 2).copy())).sum()
+    loss.backward()
+    torch_sgd.step()
+    meta_mine = [block.conv1.kernel, block.conv2.kernel,
+                 block.shortcut.kernel]
+    with tf.GradientTape() as tape:
+        mine = block(x, choice=list(arch), training=True)
+        my_loss = tf.reduce_sum(mine * target)
+    rows.append(("block_forward_loss", abs(float(my_loss) - loss.item()),
+                 1e-3 * abs(loss.item())))
+    grads = tape.gradient(my_loss, meta_mine)
+    sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+    sgd.apply([g + 2e-4 * v for g, v in zip(grads, meta_mine)], meta_mine)
+    official_state = _official_state(official, n)
+    state = _block_state(block, candidates)
+    weights = [k for k in state if k.startswith(("conv", "shortcut"))]
+    step = max(float(np.max(np.abs(official_state[k] - start[k])))
+               for k in weights)
+    rows.append(("weight_update (relative)", _max_diff(
+        [official_state[k] for k in weights],
+        [state[k] for k in weights]) / step, 1e-4))
+
+    # The projection (APS-T) step.
+    projections_official = [p for projections in (
+        official.tprojection1s, official.tprojection2s)
+        for t_ in projections for p in (t_.P, t_.Q)]
+    for p in projections_official:
+        p.requires_grad_(True)
+    torch_proj = torch.optim.SGD(projections_official, lr=1e-3, momentum=0.9,
+                                 weight_decay=2e-4)
+    torch_proj.zero_grad(set_to_none=False)
+    orthogonal, _ = official.orthogonal_regularization()
+    (5e-3 * orthogonal).backward()
+    torch_proj.step()
+    with torch.no_grad():
+        for p in projections_official:
+            p.data = p.data / torch.sqrt(torch.diag(p.data.t() @ p.data))
+    mine = [v for conv in block.convs for v in conv.projection_weights]
+    with tf.GradientTape() as tape:
+        my_orthogonal = sum(aps_layers.offdiagonal_l1(g) for conv in
+                            block.convs for g in conv.orthogonality_groups())
+        weighted = 5e-3 * my_orthogonal
+    rows.append(("orthogonality_loss", abs(float(my_orthogonal)
+                                           - orthogonal.item()),
+                 1e-5 * orthogonal.item()))
+    grads = tape.gradient(weighted, mine)
+    sgd = keras.optimizers.SGD(1e-3, momentum=0.9)
+    sgd.apply([g + 2e-4 * v for g, v in zip(grads, mine)], mine)
+    for v in mine:
+        v.assign(aps_layers.normalize_columns(v))
+    official_state = _official_state(official, n)
+    state = _block_state(block, candidates)
+    keys = [k for k in state if k.startswith(("P", "Q"))]
+    rows.append(("projection_update", _max_diff(
+        [official_state[k] for k in keys], [state[k] for k in keys]), 1e-6))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", required=True,
@@ -185,7 +362,8 @@ def main():
     args = parser.parse_args()
     failed = False
     for seed in (int(s) for s in args.seeds.split(",")):
-        for name, diff, tolerance in compare(args.reference, seed):
+        for name, diff, tolerance in (compare(args.reference, seed)
+                                      + compare_block(args.reference, seed)):
             ok = tolerance is None or diff <= tolerance
             failed |= not ok
             limit = "" if tolerance is None else f" (tolerance {tolerance:g})"
