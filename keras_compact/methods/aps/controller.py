@@ -14,7 +14,8 @@ class ChannelController(keras.layers.Layer):
     A 2-layer LSTM (PyTorch cell layout: gate order i, f, g, o and two
     biases, so weights port one to one) reads at step t the embedding of the
     previous choice, a one-hot of the previous layer and the remaining share
-    of the FLOPs budget, and a dense head gives the logits of layer t. All
+    of the FLOPs budget, and a dense head on the top cell's state c (the
+    reference's readout, see `_stack`) gives the logits of layer t. All
     weights are U(-0.1, 0.1), the head bias 0. With `hidden=100`, 19
     decisions and 5 candidates it has the reference's 162,585 parameters.
 
