@@ -29,8 +29,9 @@ MACs (3x3 convs), 20.87M conv+fc MACs, 0.205M params; resnet56_60.3M =
 epochs with 200 of uniform warm-up, SGD 0.1 wd 2e-4 /10 at 300 and 450,
 candidates 4..64 (meta width 124), controller Adam 1.6e-4 (0.5, 0.999) wd
 1e-3, entropy 4e-3, baseline 0.99, reward exponents (0, -0.1), projections
-lr 1e-3 with orthogonality weight 5e-3, 25k/25k split (the reference's
-search batch is 256; here the recipe's batch serves both phases). Train
+lr 1e-3 with orthogonality weight 5e-3, 25k/25k split, search batch 256
+(reward batches augmented and reshuffled as the reference's), 201 warm-up
+epochs and decays at 299 and 449 (the reference's effective schedule). Train
 recipe (scripts/train/start_train_resnet_cifar.sh): 300 epochs, SGD 0.1
 Nesterov, wd 5e-4, cosine to 0, batch 128.
 """
@@ -50,6 +51,12 @@ def get_config(arg=None):
     for name, (default, _) in aps.APS.options.items():
         config[name] = default
     config.max_macs = 2.05e7  # the search script's --max_flops
+    config.search_batch_size = 256  # the search script's --batch_size
+    # The official schedule as it runs: the search starts after epoch 200
+    # (`epoch > warmup_epochs`: 201 warm-up epochs) and PyTorch 1.1's
+    # scheduler, stepped before each epoch, decays at 299 and 449.
+    config.search_warmup_epochs = 201
+    config.search_decay_epochs = (299, 449)
     if "smoke" in (arg or "").split(","):
         smoke(config)
     return common.parse_arg(config, arg)
@@ -62,6 +69,7 @@ def smoke(config):
     config.search_epochs = 2
     config.search_warmup_epochs = 1
     config.search_decay_epochs = ()
+    config.search_batch_size = 0  # the smoke batch
     config.projection_lr = 1e-2
     config.arch_lr = 3e-3
     config.num_test_archs = 2

@@ -1,5 +1,12 @@
 """Layers of the compaction techniques, usable in any Keras model."""
 
+from keras_compact.layers.aps import APSBasicBlock
+from keras_compact.layers.aps import APSConv2D
+from keras_compact.layers.aps import APSDense
+from keras_compact.layers.aps import APSDepthwiseConv2D
+from keras_compact.layers.aps import APSInvertedResidual
+from keras_compact.layers.aps import APSShortcut
+from keras_compact.layers.aps import CandidateBatchNorm
 from keras_compact.layers.batch_normalization import BatchNormalization
 from keras_compact.layers.cheap import DepthwiseBlock
 from keras_compact.layers.cheap import GroupBlock
@@ -18,11 +25,4 @@ from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.grouped_conv import kaiming_normal
-from keras_compact.layers.searchable import APSBasicBlock
-from keras_compact.layers.searchable import APSConv2D
-from keras_compact.layers.searchable import APSDense
-from keras_compact.layers.searchable import APSDepthwiseConv2D
-from keras_compact.layers.searchable import APSInvertedResidual
-from keras_compact.layers.searchable import APSShortcut
-from keras_compact.layers.searchable import CandidateBatchNorm
 from keras_compact.layers.slim_conv import SlimConv2D
