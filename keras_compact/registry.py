@@ -1,5 +1,7 @@
 """Name -> object registries for methods, models, datasets and strategies."""
 
+from keras_compact.errors import UsageError
+
 
 class Registry:
     """A named collection that fails on unknown names with the valid ones.
@@ -30,7 +32,7 @@ class Registry:
 
     def get(self, name):
         if name not in self._entries:
-            raise ValueError(
+            raise UsageError(
                 f"Unknown {self.kind} '{name}'. Valid {self.kind}s: "
                 f"{', '.join(self.names())}."
             )

@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact import models
+from keras_compact.errors import UsageError
 
 
 class Method:
@@ -22,6 +23,15 @@ class Method:
 
     name = None
     options = {}
+
+    def check(self, config):
+        """Raises `UsageError` for a config this method cannot train.
+
+        Runs first, so that a bad arch or option fails in a second, not
+        after the training. Override to add the method's own checks
+        (calling this one).
+        """
+        models.registry.ARCHITECTURES.get(config.arch)
 
     def prepare(self, context):
         """Runs before the model is built (e.g. a channel search).
@@ -53,3 +63,15 @@ class Method:
         """Returns the plain model to evaluate, profile and export."""
         del context
         return model
+
+
+def check_option(config, name, valid, expected):
+    """Raises `UsageError` unless `valid(config[name])`.
+
+    Example:
+
+    >>> check_option(config, "students", lambda v: v >= 1, "an int >= 1")
+    """
+    value = config[name]
+    if isinstance(value, bool) or not valid(value):
+        raise UsageError(f"--{name}={value!r}: must be {expected}.")

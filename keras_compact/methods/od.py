@@ -18,7 +18,9 @@ from keras_compact import distribute
 from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
+from keras_compact.errors import UsageError
 from keras_compact.methods.base import Method
+from keras_compact.methods.base import check_option
 from keras_compact.methods.registry import register
 from keras_compact.registry import Registry
 
@@ -243,6 +245,11 @@ class OnlineDistillation(Method):
     accurate on the validation split (`config.validation_split > 0`).
     """
 
+    # The students are CIFAR ResNets whose residual block is replaced.
+    archs = tuple(name for name in models.names() if getattr(
+        models.registry.ARCHITECTURES.get(name), "func",
+        None) is models.resnet_cifar.resnet_cifar)
+
     options = {
         "block": ("shift", "cheap block of the students: "
                   + " | ".join(BLOCKS.names())),
@@ -251,10 +258,27 @@ class OnlineDistillation(Method):
         "temperature": (4.0, "distillation temperature T"),
     }
 
+    def check(self, config):
+        super().check(config)
+        if config.arch not in self.archs:
+            raise UsageError(
+                f"--method=od needs a CIFAR ResNet (its students' blocks "
+                f"are replaced), got --arch={config.arch}. Valid: "
+                f"{', '.join(self.archs)}.")
+        BLOCKS.get(config.block)
+        check_option(config, "students", lambda v: isinstance(v, int)
+                     and v >= 1, "an int >= 1")
+        # The group block splits the 16, 32 and 64 channels of every stage.
+        check_option(config, "group_num", lambda v: isinstance(v, int)
+                     and v >= 1 and 16 % v == 0, "1, 2, 4, 8 or 16")
+        check_option(config, "temperature", lambda v: v > 0, "> 0")
+        if not 0 < config.validation_split < 1:
+            raise UsageError(
+                f"validation_split={config.validation_split}: OD deploys the "
+                "best student on a split held out of the training set; set "
+                "it in (0, 1), e.g. --set=validation_split=0.1.")
+
     def build_model(self, config, input_shape, num_classes):
-        if not isinstance(config.students, int) or config.students < 1:
-            raise ValueError(f"students must be an int >= 1. Received: "
-                             f"students={config.students}.")
         block = BLOCKS.get(config.block)(config)
         students = [
             models.build(config.arch, input_shape, num_classes, block=block,
