@@ -39,15 +39,15 @@ _WEIGHTS = re.compile(r"epoch-\d+\.weights\.h5")
 _INITIAL = {"epoch": 0, "weights": None}
 
 
-def _fault_point(point, path):
+def _fault_point(point, path, epoch):
     """Does nothing: the seam where tests kill the process during a save.
 
     `point` is one of "weights" (the temporary weights file is complete,
     not yet renamed), "record" (the same for the record) and "committed"
     (the record is renamed, the old weights not yet removed); `path` is the
-    file concerned.
+    file concerned and `epoch` the number of epochs being saved.
     """
-    del point, path
+    del point, path, epoch
 
 
 def directory_name(task):
@@ -168,14 +168,14 @@ class Backup(keras.callbacks.Callback):
         path = os.path.join(self.directory, name)
         with files.atomic_write(path) as temporary:
             self.model.save_weights(temporary)
-            _fault_point("weights", temporary)
+            _fault_point("weights", temporary, epoch + 1)
         current = {"epoch": epoch + 1, "weights": name}
         with files.atomic_write(self._record_path) as temporary:
             with tf.io.gfile.GFile(temporary, "w") as f:
                 json.dump({"checkpoints": [current, self._previous]}, f,
                           indent=2)
-            _fault_point("record", temporary)
-        _fault_point("committed", self._record_path)
+            _fault_point("record", temporary, epoch + 1)
+        _fault_point("committed", self._record_path, epoch + 1)
         self._remove_unreferenced({name, self._previous["weights"]})
         self._previous = current
 
