@@ -190,3 +190,68 @@ def test_worker_killed_during_its_save_restarts_in_step(tmp_path):
     assert _epochs_logged(tmp_path) == [0, 1, 1, 2]
     testing.assert_workers_agree(
         str(tmp_path), lambda: models.build("resnet20", (32, 32, 3), 10))
+
+
+def _feed(callback, losses):
+    for step, loss in enumerate(losses):
+        callback.on_train_batch_end(step, {"loss": loss})
+
+
+def test_divergence_stops_like_nan():
+    # 10 classes: the floor of the starting loss is log(10) = 2.30.
+    _feed(training.StopOnDivergence(10), [2.3, 40.0, 229.0])
+    with pytest.raises(training.NonFiniteLossError,
+                       match=r"became 231 .*bound 230.3 = 100 x"):
+        _feed(training.StopOnDivergence(10), [2.3, 231.0])
+    with pytest.raises(training.NonFiniteLossError, match="became 7e\\+22"):
+        _feed(training.StopOnDivergence(10), [9.0, 7e22])
+    with pytest.raises(training.NonFiniteLossError, match="became nan at "
+                                                          "epoch 1, step 1"):
+        _feed(training.StopOnDivergence(10), [float("nan")])
+
+
+def test_a_resumed_run_keeps_the_fresh_runs_bound():
+    # Resumed at a loss of 0.01: the bound stays 100 x log(10), not 1.
+    callback = training.StopOnDivergence(10)
+    _feed(callback, [0.01, 1.5, 200.0])
+    assert callback.bound == pytest.approx(100 * np.log(10))
+
+
+def _recipe(method, **fields):
+    from configs import loader
+
+    config = loader.load(method, arg="smoke")
+    config.update({"dataset": "synthetic", "verbose": 0, **fields})
+    return config
+
+
+BAD_CONFIGS = [
+    ("od", {"arch": "sc_resnet20"}, "needs a CIFAR ResNet .* Valid: resnet"),
+    ("od", {"validation_split": 0.0}, "validation_split=0.0: OD deploys"),
+    ("od", {"students": 0}, "--students=0: must be an int >= 1"),
+    ("od", {"group_num": 3}, "--group_num=3: must be 1, 2, 4, 8 or 16"),
+    ("od", {"temperature": -1.0}, "--temperature=-1.0: must be > 0"),
+    ("od", {"block": "ghost"}, "Unknown OD block 'ghost'. Valid OD blocks"),
+    ("expandnet", {"expand": "ck+xx"}, "--expand: expand must be one of"),
+    ("expandnet", {"expand_rate": 0.0}, "--expand_rate=0.0: must be > 0"),
+    ("expandnet", {"arch": "resnet20"}, "Unknown arch supported by expandnet"
+                                        " 'resnet20'"),
+    ("expandnet", {"arch": "mobilenet_v1_cifar", "expand": "ck+fc"},
+     "no hidden fully-connected layer"),
+    ("expandnet", {"teacher": "t.h5"}, "--teacher=t.h5: must be a .keras"),
+    ("expandnet", {"kd_weight": -1.0}, "--kd_weight=-1.0: must be >= 0"),
+    ("slimconv", {"arch": "resnet20"}, "needs an Sc arch"),
+    ("slimconv", {"slim_k": "5/3"}, "--slim_k: "),
+    ("baseline", {"arch": "resnet21"}, "Unknown arch 'resnet21'"),
+]
+
+
+@pytest.mark.parametrize("method, fields, message", BAD_CONFIGS)
+def test_bad_method_options_fail_before_any_data_is_read(
+        tmp_path, monkeypatch, method, fields, message):
+    def no_data(config, strategy):
+        raise AssertionError("the data was read before the checks")
+
+    monkeypatch.setattr(training, "load_data", no_data)
+    with pytest.raises(UsageError, match=message):
+        training.run(_recipe(method, workdir=str(tmp_path), **fields))
