@@ -255,3 +255,45 @@ def test_bad_method_options_fail_before_any_data_is_read(
     monkeypatch.setattr(training, "load_data", no_data)
     with pytest.raises(UsageError, match=message):
         training.run(_recipe(method, workdir=str(tmp_path), **fields))
+
+
+class _Students:
+    """Stands in for an `OnlineDistillationModel`: counts selections."""
+
+    def __init__(self, best):
+        self.students = [keras.layers.Identity(name=f"student{i + 1}")
+                         for i in range(3)]
+        self.best, self.selections = best, 0
+
+    def select_student(self, data):
+        self.selections += 1
+        return self.best
+
+    def export_student(self, index):
+        return self.students[index]
+
+
+def test_od_student_selection_is_recorded_and_reused(tmp_path):
+    import tensorflow as tf
+
+    from configs import od as od_config
+    from keras_compact.methods import od
+
+    config = od_config.get_config("smoke")
+    context = training.Context(config, tf.distribute.get_strategy(),
+                               str(tmp_path), data=None)
+    context.data = type("Splits", (), {"validation": object()})()
+    method = methods.get("od")
+    model = _Students(best=2)
+    assert method.deployable(model, context).name == "student3"
+    recorded = json.loads((tmp_path / od.SELECTION).read_text())
+    assert recorded == {"epochs": config.epochs, "student": 2,
+                        "name": "student3"}
+    # A rerun of the finished workdir deploys the recorded student.
+    model.best = 0
+    assert method.deployable(model, context).name == "student3"
+    assert model.selections == 1
+    # More epochs trained: a new selection.
+    config.epochs += 1
+    assert method.deployable(model, context).name == "student1"
+    assert model.selections == 2

@@ -7,6 +7,7 @@ official code github.com/EthanZhangYC/OD-cheap-convolution
 """
 
 import logging
+import os
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ from keras import ops
 
 from keras_compact import api
 from keras_compact import distribute
+from keras_compact import files
 from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
@@ -234,6 +236,9 @@ BLOCKS.register(
     "group",
     lambda config: layers.GroupBlock.as_block(groups=config.group_num))
 
+# The student `OnlineDistillation.deployable` picked, after how many epochs.
+SELECTION = "od_selection.json"
+
 
 @register("od")
 class OnlineDistillation(Method):
@@ -298,9 +303,24 @@ class OnlineDistillation(Method):
             raise ValueError(
                 "OD deploys the best student on a validation split held out "
                 "of the training set; set validation_split > 0 (e.g. "
-                "--validation_split=0.1).")
-        index = model.select_student(context.data.validation)
+                "--set=validation_split=0.1).")
+        index = self._selection(model, context)
         log.info("OD: deploying %s, the best of %d students on the "
                  "validation split.", model.students[index].name,
                  len(model.students))
         return model.export_student(index)
+
+    def _selection(self, model, context):
+        """The chosen student's index, recorded in `SELECTION` (atomically)
+        so a rerun of the finished workdir deploys the same one."""
+        path = os.path.join(context.workdir, SELECTION)
+        epochs = context.config.epochs
+        if tf.io.gfile.exists(path):
+            recorded = files.read_json(path)
+            if recorded.get("epochs") == epochs:
+                return recorded["student"]
+        index = model.select_student(context.data.validation)
+        if distribute.is_chief(context.strategy):
+            files.write_json(path, {"epochs": epochs, "student": index,
+                                    "name": model.students[index].name})
+        return index
