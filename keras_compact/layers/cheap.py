@@ -310,7 +310,10 @@ class GroupBlock(CheapBlock):
 
     def __init__(self, filters, strides=1, groups=4, **kwargs):
         super().__init__(filters, strides=strides, **kwargs)
-        conv_args.check_groups(filters, groups)
+        if (isinstance(groups, bool) or not isinstance(groups, int)
+                or groups < 1 or filters % groups):
+            raise ValueError(f"groups must be a positive int dividing "
+                             f"filters={filters}. Received: groups={groups!r}.")
         self.groups = groups
 
     def build(self, input_shape):

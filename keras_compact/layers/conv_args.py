@@ -61,7 +61,7 @@ def pair(value, name):
         value = (value, value)
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or not all(_is_int(v) and v >= 1 for v in value)):
-        raise ValueError(f"{name} must be a positive int or a pair of them. "
+        raise ValueError(f"{name} must be a positive int or pair. "
                          f"Received: {name}={value!r}.")
     return tuple(int(v) for v in value)
 

@@ -74,4 +74,5 @@ def check_option(config, name, valid, expected):
     """
     value = config[name]
     if isinstance(value, bool) or not valid(value):
-        raise UsageError(f"--{name}={value!r}: must be {expected}.")
+        raise UsageError(f"{name} must be {expected}. Received: "
+                         f"{name}={value!r}.")

@@ -236,6 +236,17 @@ BLOCKS.register(
     "group",
     lambda config: layers.GroupBlock.as_block(groups=config.group_num))
 
+def _check_options(config):
+    """The option checks that `build_model` needs too."""
+    BLOCKS.get(config.block)
+    check_option(config, "students",
+                 lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
+    # The group block splits the 16, 32 and 64 channels of every stage.
+    check_option(config, "group_num", lambda v: isinstance(v, int)
+                 and v >= 1 and 16 % v == 0, "1, 2, 4, 8 or 16")
+    check_option(config, "temperature", lambda v: v > 0, "> 0")
+
+
 # The student `OnlineDistillation.deployable` picked, after how many epochs.
 SELECTION = "od_selection.json"
 
@@ -270,13 +281,7 @@ class OnlineDistillation(Method):
                 f"--method=od needs a CIFAR ResNet (its students' blocks "
                 f"are replaced), got --arch={config.arch}. Valid: "
                 f"{', '.join(self.archs)}.")
-        BLOCKS.get(config.block)
-        check_option(config, "students", lambda v: isinstance(v, int)
-                     and v >= 1, "an int >= 1")
-        # The group block splits the 16, 32 and 64 channels of every stage.
-        check_option(config, "group_num", lambda v: isinstance(v, int)
-                     and v >= 1 and 16 % v == 0, "1, 2, 4, 8 or 16")
-        check_option(config, "temperature", lambda v: v > 0, "> 0")
+        _check_options(config)
         if not 0 < config.validation_split < 1:
             raise UsageError(
                 f"validation_split={config.validation_split}: OD deploys the "
@@ -284,6 +289,7 @@ class OnlineDistillation(Method):
                 "it in (0, 1), e.g. --set=validation_split=0.1.")
 
     def build_model(self, config, input_shape, num_classes):
+        _check_options(config)
         block = BLOCKS.get(config.block)(config)
         students = [
             models.build(config.arch, input_shape, num_classes, block=block,

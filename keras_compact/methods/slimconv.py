@@ -41,5 +41,6 @@ class SlimConv(Method):
             raise UsageError(f"--slim_k: {error}") from None
 
     def build_model(self, config, input_shape, num_classes):
+        self.check(config)
         return models.build(config.arch, input_shape, num_classes,
                             k=config.slim_k)
