@@ -19,10 +19,16 @@ class Method:
         options: method-specific config fields, `{name: (default, help)}`.
             They become config entries (paper values in `configs/<name>.py`)
             and `--name=value` flags of the trainers.
+        archs: the archs the method can build (None: every registered one),
+            described by `arch_kind` ("an Sc arch"); `arch_hint` ends the
+            error for another arch.
     """
 
     name = None
     options = {}
+    archs = None
+    arch_kind = ""
+    arch_hint = ""
 
     def check(self, config):
         """Raises `UsageError` for a config this method cannot train.
@@ -32,6 +38,11 @@ class Method:
         (calling this one).
         """
         models.registry.ARCHITECTURES.get(config.arch)
+        if self.archs is not None and config.arch not in self.archs:
+            raise UsageError(
+                f"--method={self.name} needs {self.arch_kind}, got --arch="
+                f"{config.arch}. Valid: {', '.join(sorted(self.archs))}."
+                f"{self.arch_hint}")
 
     def prepare(self, context):
         """Runs before the model is built (e.g. a channel search).

@@ -261,10 +261,10 @@ class OnlineDistillation(Method):
     accurate on the validation split (`config.validation_split > 0`).
     """
 
-    # The students are CIFAR ResNets whose residual block is replaced.
     archs = tuple(name for name in models.names() if getattr(
         models.registry.ARCHITECTURES.get(name), "func",
         None) is models.resnet_cifar.resnet_cifar)
+    arch_kind = "a CIFAR ResNet (its students' blocks are replaced)"
 
     options = {
         "block": ("shift", "cheap block of the students: "
@@ -276,11 +276,6 @@ class OnlineDistillation(Method):
 
     def check(self, config):
         super().check(config)
-        if config.arch not in self.archs:
-            raise UsageError(
-                f"--method=od needs a CIFAR ResNet (its students' blocks "
-                f"are replaced), got --arch={config.arch}. Valid: "
-                f"{', '.join(self.archs)}.")
         _check_options(config)
         if not 0 < config.validation_split < 1:
             raise UsageError(

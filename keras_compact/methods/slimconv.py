@@ -27,14 +27,12 @@ class SlimConv(Method):
                           "4/3, 2, 8/3, 10/3, ... (a fraction string)."),
     }
 
+    archs = sc_resnet.SC_ARCHS
+    arch_kind = "an Sc arch"
+    arch_hint = " Train the uncompressed baseline with --method=baseline."
+
     def check(self, config):
         super().check(config)
-        if config.arch not in sc_resnet.SC_ARCHS:
-            raise UsageError(
-                f"--method=slimconv needs an Sc arch, got '{config.arch}'. "
-                f"Valid: {', '.join(sorted(sc_resnet.SC_ARCHS))}. Train the "
-                "uncompressed baseline with --method=baseline."
-            )
         try:
             fold_factor(config.slim_k)
         except ValueError as error:
