@@ -34,7 +34,7 @@ def positive_number(value, name):
     """`value` if it is a finite number > 0, else a ValueError."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{name} must be a finite number > 0. Received: "
+        raise ValueError(f"{name} must be a positive finite number. Received: "
                          f"{name}={value!r}.")
     return value
 
