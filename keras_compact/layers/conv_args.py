@@ -14,6 +14,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 
 PADDINGS = ("valid", "same")
 
@@ -40,11 +41,11 @@ def positive_number(value, name):
 
 
 def boolean(value, name):
-    """`value` if it is a bool, else a ValueError naming `name`."""
-    if not isinstance(value, bool):
+    """`value` as a bool if it is one (NumPy's too), else a ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False. Received: "
                          f"{name}={value!r}.")
-    return value
+    return bool(value)
 
 
 def one_of(value, name, choices):
