@@ -81,12 +81,14 @@ class StopOnDivergence(keras.callbacks.Callback):
         loss = float(loss)
         if self.bound is None and math.isfinite(loss):
             self.bound = DIVERGENCE_FACTOR * max(loss, self.floor)
-        if not math.isfinite(loss) or loss > self.bound:
+        finite = math.isfinite(loss)
+        if not finite or loss > self.bound:
+            why = "" if not finite else (
+                f" (divergent: above the bound {self.bound:.4g} = "
+                f"{DIVERGENCE_FACTOR:g} x the starting loss)")
             raise NonFiniteLossError(
                 f"The loss became {loss:.4g} at epoch {self.epoch + 1}, "
-                f"step {batch + 1} (divergent: bound "
-                f"{self.bound or math.inf:.4g} = {DIVERGENCE_FACTOR:g} x "
-                "the starting loss). Lower the learning rate (--lr) or "
+                f"step {batch + 1}{why}. Lower the learning rate (--lr) or "
                 "check the inputs; the last finished epoch is kept in the "
                 "workdir's backup."
             )

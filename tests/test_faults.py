@@ -201,7 +201,7 @@ def test_divergence_stops_like_nan():
     # 10 classes: the floor of the starting loss is log(10) = 2.30.
     _feed(training.StopOnDivergence(10), [2.3, 40.0, 229.0])
     with pytest.raises(training.NonFiniteLossError,
-                       match=r"became 231 .*bound 230.3 = 100 x"):
+                       match=r"became 231 .*the bound 230.3 = 100 x"):
         _feed(training.StopOnDivergence(10), [2.3, 231.0])
     with pytest.raises(training.NonFiniteLossError, match="became 7e\\+22"):
         _feed(training.StopOnDivergence(10), [9.0, 7e22])
