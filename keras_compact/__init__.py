@@ -1,5 +1,15 @@
 """keras_compact: compact convolutional networks for Keras 3."""
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:
+    # Not a hard requirement, so that pip never swaps the user's TF build.
+    raise ImportError(
+        "keras_compact needs TensorFlow 2.21, which it does not install by "
+        "itself: pip install 'keras_compact[cpu]' (CPU), 'keras_compact"
+        "[and-cuda]' (NVIDIA GPU), or keep the TensorFlow of your TPU VM "
+        "(README, Install).") from error
+
 from keras_compact import data
 from keras_compact import export
 from keras_compact import layers

@@ -1,4 +1,4 @@
-"""Measurements behind `tools/benchmark.py`: LiteRT latency, training speed.
+"""Measurements behind tools.benchmark: LiteRT latency, training speed.
 
 Timings on shared machines are noisy: report medians of repeats and compare
 models as ratios measured in the same run.
@@ -19,7 +19,34 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact import data
+from keras_compact import distribute
 from keras_compact import export
+from keras_compact import training
+
+# Input shape and classes of each dataset, known without loading it.
+DATASET_SHAPES = {
+    "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+    "fashion_mnist": ((28, 28, 1), 10), "synthetic": ((32, 32, 3), 10),
+    "imagenet": ((224, 224, 3), 1000),
+}
+
+
+def synthetic_context(config, input_shape, num_classes, images=64):
+    """A `training.Context` on random images of the model's input shape.
+
+    For `method.deployable` outside a run: OD, for one, picks its deployed
+    student on the validation split, so it needs one. The data is random:
+    the choice is arbitrary, the model's shape and size are what count.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, *input_shape), dtype=np.uint8)
+    y = rng.integers(0, num_classes, images).astype(np.int32)
+    channels = input_shape[-1]
+    dataset = data.ImageDataset(x, y, x, y, num_classes, (127.5,) * channels,
+                                (64.0,) * channels)
+    splits = data.make_splits(dataset, images // 4, validation_split=0.25)
+    return training.Context(config, distribute.get("default"), "", splits)
 
 log = logging.getLogger("keras_compact")
 

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 
 import keras
@@ -229,6 +230,29 @@ class _CSVLogger(keras.callbacks.CSVLogger):
         self.writer = None
 
 
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds `lr` to the epoch logs: the learning rate of the epoch's first
+    step (the whole epoch's under a step schedule), read before it runs.
+
+    Keras's TensorBoard reads the rate at epoch end, which is already the
+    next epoch's; `_TensorBoard` writes this one instead.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        self._lr = float(ops.convert_to_numpy(optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self._lr
+
+
+class _TensorBoard(keras.callbacks.TensorBoard):
+    def _collect_learning_rate(self, logs):
+        return logs  # `lr` from LearningRateLog is in the logs already
+
+
 def _callbacks(context, method, chief, images_per_epoch):
     directory = context.workdir
     # Each task has its own backup: workers must not overwrite the chief's.
@@ -238,13 +262,13 @@ def _callbacks(context, method, chief, images_per_epoch):
         backup.Backup(os.path.join(directory, backup.directory_name(task))),
         StopOnDivergence(context.data.num_classes),
         throughput,
+        LearningRateLog(),  # before the loggers that write `lr`
     ]
     if chief:
         callbacks += [
             _CSVLogger(os.path.join(directory, "log.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(directory,
-                                                     "tensorboard"),
-                                        write_graph=False),
+            _TensorBoard(os.path.join(directory, "tensorboard"),
+                         write_graph=False),
         ]
     return callbacks + method.callbacks(context), throughput
 
@@ -280,7 +304,11 @@ def _export(model, context):
 
 
 def _evaluate(model, trained, dataset):
-    if model is not trained:  # a transformed copy is not compiled yet
+    if model is not trained and model.inputs:
+        # A transformed copy: compile a view that shares its layers, so
+        # that the saved copy carries no optimizer it never used.
+        model = keras.Model(model.inputs, model.outputs)
+    if model is not trained:
         model.compile(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"])
@@ -332,12 +360,20 @@ def run(config):
         steps_per_epoch=steps_per_epoch,
         validation_data=data.validation or data.test,
         callbacks=callbacks,
-        verbose=config.verbose,
+        # A progress bar in a log file is thousands of \r updates: there,
+        # one line per epoch.
+        verbose=(2 if config.verbose == 1 and not sys.stdout.isatty()
+                 else config.verbose),
     )
 
     if chief:
         _save(model, os.path.join(config.workdir, "model.keras"))
     deployable = method.deployable(model, context)
+    if deployable is not model and deployable.inputs:
+        # Keras's clone_model compiles a clone with a new optimizer that
+        # never runs; an uncompiled view of the same layers carries none.
+        deployable = keras.Model(deployable.inputs, deployable.outputs,
+                                 name=deployable.name)
     loss, accuracy = _evaluate(deployable, model, data.test)
     report = profiling.profile(deployable)
     metrics = {

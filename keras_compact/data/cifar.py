@@ -16,6 +16,7 @@ import numpy as np
 from keras_compact.data.registry import ImageDataset
 from keras_compact.data.registry import channel_stats
 from keras_compact.data.registry import register
+from keras_compact.errors import UsageError
 
 _LAYOUTS = {
     "cifar10": {
@@ -65,12 +66,12 @@ def read_batch(stream, source, label_key):
         labels = np.asarray(batch[label_key], dtype=np.int32)
         images = images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     except Exception as error:
-        raise ValueError(
+        raise UsageError(
             f"{source} is not a valid CIFAR batch ({error}). Delete it and "
             "extract the official archive again."
         ) from error
     if len(images) != len(labels):
-        raise ValueError(f"{source} has {len(images)} images but "
+        raise UsageError(f"{source} has {len(images)} images but "
                          f"{len(labels)} labels.")
     return images, labels
 
@@ -105,7 +106,7 @@ def _from_archive(path, layout):
         members = {os.path.basename(m.name): m for m in archive.getmembers()
                    if m.isfile()}
     except (tarfile.TarError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .tar.gz ({error}). "
+        raise UsageError(f"{path} is not a readable .tar.gz ({error}). "
                          "Download it again.") from error
 
     def open_member(name):
@@ -142,7 +143,7 @@ def _download(name):
     try:
         return loader.load_data()
     except Exception as error:
-        raise RuntimeError(
+        raise UsageError(
             f"Could not download {name} ({error}). Offline, pass --data_dir "
             f"with the extracted {_LAYOUTS[name]['folder']}/ folder or the "
             f"{_LAYOUTS[name]['archive']} archive, or use "

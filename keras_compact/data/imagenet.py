@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact.data.pipeline import Splits
+from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
 log = logging.getLogger("keras_compact")
@@ -100,7 +101,7 @@ def _join(directory, name):
 def detect_layout(data_dir):
     """Returns the `Layout` whose training shards are in `data_dir`."""
     if not data_dir:
-        raise ValueError(
+        raise UsageError(
             "--dataset=imagenet needs --data_dir: a folder or gs:// path "
             "with the ImageNet TFRecord shards (TFDS imagenet2012 or "
             "train-*-of-01024 / validation-*-of-00128).")
@@ -365,7 +366,7 @@ def make_splits(config, strategy, batch_size):
         held = max(1, int(round(len(train_files) * config.validation_split)))
         if not 0.0 < config.validation_split < 1.0 or held >= len(
                 train_files):
-            raise ValueError(
+            raise UsageError(
                 f"validation_split={config.validation_split} must hold out "
                 f"between 1 and {len(train_files) - 1} of the "
                 f"{len(train_files)} training files.")
@@ -380,7 +381,7 @@ def make_splits(config, strategy, batch_size):
         train_size = min(train_size, config.train_subset)
     workers, index = _worker_shard(strategy)
     if len(train_files) < workers:
-        raise ValueError(
+        raise UsageError(
             f"{len(train_files)} training files cannot be split over "
             f"{workers} workers; write the data in at least {workers} "
             "shards.")

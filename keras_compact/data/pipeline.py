@@ -10,6 +10,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from keras_compact.errors import UsageError
+
 PAD = 4
 
 
@@ -44,8 +46,9 @@ def make_dataset(images, labels, batch_size, mean, std, training,
         drop_remainder: defaults to `training`.
     """
     if len(images) < batch_size and training:
-        raise ValueError(f"The training set has {len(images)} images, fewer "
-                         f"than one batch of {batch_size}.")
+        raise UsageError(f"The training set has {len(images)} images, fewer "
+                         f"than one batch of {batch_size}; lower --batch_size "
+                         "or raise --train_subset.")
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     augment = augment and training
@@ -100,12 +103,15 @@ def make_splits(dataset, batch_size, validation_split=0.0, train_subset=0,
                 augment=True, seed=0, eval_drop_remainder=False):
     """Splits an `ImageDataset` into train / validation / test pipelines."""
     x, y = dataset.x_train, dataset.y_train
+    if not 0 <= train_subset <= len(x):
+        raise UsageError(f"train_subset={train_subset}: must be 0 (all) or "
+                         f"at most the {len(x)} training images.")
     if train_subset:
         x, y = x[:train_subset], y[:train_subset]
     validation = None
     if validation_split:
         if not 0.0 < validation_split < 1.0:
-            raise ValueError(f"validation_split must be in (0, 1). "
+            raise UsageError(f"validation_split must be in (0, 1). "
                              f"Received: {validation_split}.")
         order = np.random.default_rng(seed).permutation(len(x))
         held = int(round(len(x) * validation_split))

@@ -35,7 +35,7 @@ recipe (scripts/train/start_train_resnet_cifar.sh): 300 epochs, SGD 0.1
 Nesterov, wd 5e-4, cosine to 0, batch 128.
 """
 
-from configs import common
+from keras_compact.configs import common
 from keras_compact.methods import aps
 
 

@@ -1,8 +1,9 @@
 """Trains a compact network on ImageNet from TFRecord shards, at scale.
 
-The recipe is configs/imagenet.py (large batch, linear LR scaling, warmup,
-no weight decay on BN and biases) with the method's options; flags
-override single fields, as in trainers.cifar. Examples:
+The recipe is `imagenet` (keras_compact/configs/imagenet.py: large batch,
+linear LR scaling, warmup, no weight decay on BN and biases) with the
+method's options; flags override single fields, as in trainers.cifar.
+Examples (or `keras-compact-imagenet ...` where the package is installed):
 
   python -m trainers.imagenet --method=baseline --arch=resnet50 \\
       --data_dir=/data/imagenet --strategy=mirrored --batch_size=1024 \\
@@ -22,14 +23,13 @@ exports. Results: <workdir>/metrics.json, log.csv, tensorboard/, export/.
 import functools
 import os
 
-from absl import app
 from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import configs.imagenet  # noqa: E402
-from configs import loader  # noqa: E402
-from trainers import flags_common  # noqa: E402
+from keras_compact import cli  # noqa: E402
+from keras_compact.configs import loader  # noqa: E402
+from keras_compact.trainers import flags_common  # noqa: E402
 
 FIELDS = flags_common.define({
     "data_dir": "Folder or gs:// path of the ImageNet TFRecord shards "
@@ -46,11 +46,16 @@ flags.adopt_module_key_flags(flags_common)  # list them in --helpshort
 
 
 def recipe(method, config_file, arg):
-    """configs/imagenet.py (or --config) for `method`, with its options."""
+    """The `imagenet` recipe (or --config) for `method`, with its options."""
     arg = ",".join(filter(None, (f"method={method}", arg)))
-    return loader.load(method, config_file or configs.imagenet.__file__, arg)
+    return loader.load(method, config_file or "imagenet", arg)
+
+
+def run():
+    """The `keras-compact-imagenet` console script."""
+    cli.run(functools.partial(flags_common.main, fields=FIELDS,
+                              recipe=recipe))
 
 
 if __name__ == "__main__":
-    app.run(functools.partial(flags_common.main, fields=FIELDS,
-                              recipe=recipe))
+    run()

@@ -16,7 +16,7 @@ abstract claims that OD students beat the same cheap nets trained alone.
 paper's value is unknown.
 """
 
-from configs import common
+from keras_compact.configs import common
 
 
 def get_config(arg=None):

@@ -24,9 +24,9 @@ Sc-ResNet-50 (k=4/3) 77.23%, ExpandNet MobileNetV2 (CL) 65.62% vs 63.75%
 (its own shorter recipe); see configs/<method>.py for the papers' rows.
 """
 
-from configs import common
 from keras_compact import data
 from keras_compact import methods
+from keras_compact.configs import common
 
 # Where a method needs another default arch than ResNet-50.
 DEFAULTS = {

@@ -9,7 +9,6 @@ that dataset's statistics (as the trainer does).
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -17,8 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
 from keras_compact import export  # noqa: E402
+from keras_compact.errors import UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The .keras model to export.")
@@ -38,8 +39,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     unknown = set(FLAGS.formats) - set(_LITERT) - {"saved_model"}
     if unknown:
-        raise app.UsageError(f"Unknown formats {sorted(unknown)}; valid: "
+        raise UsageError(f"Unknown formats {sorted(unknown)}; valid: "
                              f"saved_model, {', '.join(_LITERT)}.")
+    if not os.path.isfile(FLAGS.model):
+        raise UsageError(f"--model={FLAGS.model} does not exist; give a "
+                         ".keras file, e.g. <workdir>/deployable.keras.")
     model = keras.models.load_model(FLAGS.model)
     for name in FLAGS.formats:
         if name == "saved_model":
@@ -56,5 +60,10 @@ def main(argv):
         print(f"{name}: {path}")
 
 
+def run():
+    """The `keras-compact-export` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -21,7 +21,7 @@ Sc-ResNet-20 (136,226 params vs ResNet-20's 272,474 at k=4/3), cheap enough
 for CPU; the paper's CIFAR network is `sc_resnet50_cifar`.
 """
 
-from configs import common
+from keras_compact.configs import common
 
 
 def get_config(arg=None):

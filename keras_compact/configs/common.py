@@ -8,6 +8,8 @@ a comma-separated list: `"smoke"` shrinks the run to a CPU smoke test, and
 
 import ml_collections
 
+from keras_compact.errors import UsageError
+
 
 def cifar_recipe(method, arch="resnet20"):
     """He et al.'s CIFAR ResNet recipe (164 epochs, 0.1, /10 at 82 and 123)."""
@@ -67,7 +69,7 @@ def parse_arg(config, arg):
             key, value = item.split("=", 1)
             set_field(config, key, value)
         else:
-            raise ValueError(f"Config argument '{item}' is neither 'smoke' "
+            raise UsageError(f"Config argument '{item}' is neither 'smoke' "
                              "nor 'key=value'.")
     return config
 
@@ -75,24 +77,83 @@ def parse_arg(config, arg):
 def set_field(config, key, text):
     """Sets `config[key]` from a command-line string, typed like the field."""
     if key not in config:
-        raise ValueError(f"Unknown config field '{key}'. Valid fields: "
+        raise UsageError(f"Unknown config field '{key}'. Valid fields: "
                          f"{', '.join(sorted(config.keys()))}.")
-    current = config[key]
-    config[key] = _parse(text, current, key)
+    config[key] = _parse(text, config[key], key)
 
 
 def _parse(text, current, key):
     if isinstance(current, bool):
         if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{key} expects true or false, got '{text}'.")
+            raise UsageError(f"{key} expects true or false, got '{text}'.")
         return text.lower() in ("true", "1")
     if isinstance(current, (tuple, list)):
         items = [s for s in text.replace(";", ",").split(",") if s]
         kind = type(current[0]) if current else str
-        return tuple(kind(float(s)) if kind is int else kind(s)
-                     for s in items)
+        return tuple(_parse(s, kind(), key) for s in items)
     if isinstance(current, int):
-        return int(float(text))
+        return _integer(text, key)
     if isinstance(current, float):
-        return float(text)
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{key} expects a number, got '{text}'.") from None
     return text
+
+
+def _integer(text, key):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value.is_integer():
+        raise UsageError(f"{key} expects an integer, got '{text}'.")
+    return int(value)
+
+
+# `field: (lowest, highest, what)`: the ranges `check` enforces.
+_RANGES = {
+    "epochs": (1, None, "a positive integer"),
+    "batch_size": (1, None, "a positive integer"),
+    "steps_per_epoch": (0, None, "0 (one pass over the data) or a positive "
+                                 "integer"),
+    "steps_per_execution": (1, None, "a positive integer"),
+    "train_subset": (0, None, "0 (all images) or a positive integer"),
+    "warmup_epochs": (0, None, "0 or more"),
+    "lr": (0.0, None, "a positive number"),
+    "weight_decay": (0.0, None, "0 or more"),
+    "momentum": (0.0, 1.0, "in [0, 1)"),
+    "label_smoothing": (0.0, 1.0, "in [0, 1)"),
+    "validation_split": (0.0, 1.0, "in [0, 1): the share of training "
+                                   "images held out"),
+}
+_MIXED_PRECISION = ("", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def check(config):
+    """Raises `UsageError` naming the first field of `config` out of range.
+
+    Example:
+
+    >>> config = cifar_recipe("baseline")
+    >>> config.epochs = 0
+    >>> check(config)
+    Traceback (most recent call last):
+    ...
+    keras_compact.errors.UsageError: epochs=0: must be a positive integer.
+    """
+    for key, (lowest, highest, what) in _RANGES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        # lr 0 and momentum 1 are excluded: the run would not learn.
+        below = value <= lowest if key == "lr" else value < lowest
+        if below or (highest is not None and value >= highest):
+            raise UsageError(f"{key}={value}: must be {what}.")
+    if config.get("mixed_precision", "") not in _MIXED_PRECISION:
+        raise UsageError(f"mixed_precision={config.mixed_precision}: must be "
+                         f"one of {', '.join(map(repr, _MIXED_PRECISION))}.")

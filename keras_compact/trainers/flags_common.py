@@ -8,15 +8,17 @@ defaults to the recipe's value and is typed like the config field.
 
 import logging as std_logging
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from configs import common
+from keras_compact import data
 from keras_compact import distribute
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import training
+from keras_compact.configs import common
+from keras_compact.configs import loader
+from keras_compact.errors import UsageError
 
 FLAGS = flags.FLAGS
 
@@ -37,6 +39,8 @@ FIELDS = {
     "mixed_precision": "'', mixed_float16 (GPU) or mixed_bfloat16 (TPU).",
     "train_subset": "Use only the first N training images (0: all).",
     "steps_per_epoch": "Steps per epoch (0: one pass over the data).",
+    "validation_split": "Share of the training images held out for model "
+                        "selection and search rewards (0: none).",
 }
 
 
@@ -52,11 +56,13 @@ def define(fields):
     """
     flags.DEFINE_string("method", "baseline",
                         f"Compaction method: {', '.join(methods.names())}.")
-    flags.DEFINE_string("config", "", "Recipe file `path.py[:arg]` instead "
-                        "of the trainer's recipe.")
+    flags.DEFINE_string("config", "", "Another recipe: a packaged one by "
+                        f"name ({', '.join(loader.names())}) or a file, "
+                        "NAME[:ARG] or path.py[:ARG], e.g. xnet:vgg.")
     flags.DEFINE_bool("smoke", False, "Shrink the recipe to a few CPU steps.")
-    flags.DEFINE_list("set", [], "More overrides: key=value,key=value (any "
-                      "config field; lists use ';').")
+    flags.DEFINE_multi_string("set", [], "More overrides: key=value,"
+                              "key=value (any config field; lists use ';'); "
+                              "may be repeated.")
     fields = dict(fields)
     for name, (default, text) in methods.all_options().items():
         fields.setdefault(name, f"[method option] {text} (recipe default "
@@ -79,19 +85,39 @@ def build_config(fields, recipe):
     for name in fields:
         if FLAGS[name].value is not None:
             if name not in config:
-                raise ValueError(
+                raise UsageError(
                     f"--{name} does not apply to --method={FLAGS.method}.")
             common.set_field(config, name, FLAGS[name].value)
-    for item in FLAGS.set:
-        key, _, value = item.partition("=")
-        common.set_field(config, key, value)
+    for item in ",".join(FLAGS.set).split(","):
+        if item:
+            key, equals, value = item.partition("=")
+            if not equals:
+                raise UsageError(f"--set item '{item}' is not key=value.")
+            common.set_field(config, key, value)
+    check(config)
     return config
+
+
+def check(config):
+    """Refuses, before any data is read, a config that cannot run.
+
+    Checks the field ranges (`configs.common.check`) and that the arch,
+    dataset, strategy and export formats are registered names.
+    """
+    common.check(config)
+    models.registry.ARCHITECTURES.get(config.arch)
+    if config.dataset not in training.STREAMED:
+        data.registry.DATASETS.get(config.dataset)
+    distribute.STRATEGIES.get(config.strategy)
+    for name in filter(None, config.export.split(",")):
+        training.EXPORTS.get(name)
 
 
 def main(argv, fields, recipe):
     """Builds the config from the flags, runs it and prints the result."""
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise UsageError(f"Unexpected arguments {' '.join(argv[1:])}; "
+                         "flags are --name=value.")
     # TensorFlow's INFO chatter hides the progress; keep keras_compact's.
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("keras_compact").setLevel(std_logging.INFO)

@@ -8,10 +8,14 @@ multiplied-out weights; other weights are copied. The tool checks the two
 models on random inputs and prints the params/MACs before and after.
 """
 
+import os
+
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
+
+from keras_compact import cli
+from keras_compact.errors import UsageError
 
 _INPUT = flags.DEFINE_string("input", None, "expanded model (.keras)")
 _OUTPUT = flags.DEFINE_string("output", None, "compact model (.keras)")
@@ -49,10 +53,18 @@ def contract_file(input_path, output_path, check_batch=8, tolerance=1e-5):
 
 def main(argv):
     del argv
+    if not os.path.isfile(_INPUT.value):
+        raise UsageError(f"--input={_INPUT.value} does not exist; give the "
+                         "expanded model, e.g. <workdir>/model.keras.")
     contract_file(_INPUT.value, _OUTPUT.value, _CHECK_BATCH.value,
                   _TOLERANCE.value)
 
 
-if __name__ == "__main__":
+def run():
+    """The `keras-compact-contract` console script."""
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

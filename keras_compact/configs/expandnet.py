@@ -20,7 +20,7 @@ CIFAR-100: SmallNet-7x7 46.63, CK 48.55, CK+FC 48.62; 3x3 40.40, CL+FC
 recipe): MobileNet 66.48 -> 69.40, MobileNetV2 63.75 -> 65.62.
 """
 
-from configs import common
+from keras_compact.configs import common
 
 
 def get_config(arg=None):

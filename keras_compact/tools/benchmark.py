@@ -4,7 +4,7 @@
   python -m tools.benchmark --pairs=baseline:resnet20 --runs=runs/baseline
   python -m tools.benchmark --pairs=aps:resnet20:widths=resnet20_20.6M
 
-Each `method:arch` pair is built with its recipe (`configs/<method>.py`),
+Each `method:arch` pair is built with its recipe (keras_compact/configs),
 transformed to its deployable form and measured: params and MACs of the
 deployable model, `.tflite` size, LiteRT batch-1 latency (float32 and int8,
 median of repeats), and training images/s of the trainable model. `--runs`
@@ -19,13 +19,14 @@ accuracy vs MACs.
 
 `--compare=pytorch` trains each pair's trainable model (built and compiled
 by its method's hooks, with the method's train step) and its PyTorch twin
-(`tools/torch_models.py`, eager channels_last) with the same batch, SGD
-momentum and L2, interleaving rounds of steps, and prints images/s of each,
-their ratio and the model-FLOP utilisation against a measured fp32 matmul
-peak; it fails if the two sides differ in trainable params or MACs.
-`--archs` are `baseline:<arch>` pairs. `--compare=grouped_conv` times
-forward+backward of the group block's grouped conv and X-Nets' gathered
-expander conv against PyTorch's `nn.Conv2d(groups=g)` of the same shape.
+(`torch_models.py` beside this file, eager channels_last) with the same
+batch, SGD momentum and L2, interleaving rounds of steps, and prints
+images/s of each, their ratio and the model-FLOP utilisation against a
+measured fp32 matmul peak; it fails if the two sides differ in trainable
+params or MACs. `--archs` are `baseline:<arch>` pairs.
+`--compare=grouped_conv` times forward+backward of the group block's
+grouped conv and X-Nets' gathered expander conv against PyTorch's
+`nn.Conv2d(groups=g)` of the same shape.
 Both need `pip install -e .[bench]`.
 """
 
@@ -34,7 +35,6 @@ import json
 import math
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -43,26 +43,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import loader  # noqa: E402
 from keras_compact import benchmarking  # noqa: E402
+from keras_compact import cli  # noqa: E402
 from keras_compact import data  # noqa: E402
-from keras_compact import distribute  # noqa: E402
 from keras_compact import layers  # noqa: E402
 from keras_compact import methods  # noqa: E402
+from keras_compact import models  # noqa: E402
 from keras_compact import optimizers  # noqa: E402
 from keras_compact import profiling  # noqa: E402
-from keras_compact import training  # noqa: E402
+from keras_compact.configs import loader  # noqa: E402
+from keras_compact.errors import UsageError  # noqa: E402
 from keras_compact.registry import Registry  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("pairs", ["baseline:resnet20"], "method:arch pairs; "
                   "method:arch:key=value;key=value sets recipe fields.")
 flags.DEFINE_list("runs", [], "Workdirs of finished trainings to include.")
-flags.DEFINE_string("dataset", "cifar10", "Sets input shape and classes; "
-                    "synthetic data of that shape is used.")
-flags.DEFINE_integer("batch_size", 128, "Training batch for images/s.")
-flags.DEFINE_integer("train_steps", 15, "Timed training steps.")
-flags.DEFINE_integer("threads", 1, "LiteRT interpreter threads.")
+flags.DEFINE_enum("dataset", "cifar10", list(benchmarking.DATASET_SHAPES),
+                  "Sets input shape and classes; synthetic data of that "
+                  "shape is used.")
+flags.DEFINE_integer("batch_size", 128, "Training batch for images/s.",
+                     lower_bound=1)
+flags.DEFINE_integer("train_steps", 15, "Timed training steps.",
+                     lower_bound=1)
+flags.DEFINE_integer("threads", 1, "LiteRT interpreter threads.",
+                     lower_bound=1)
 flags.DEFINE_bool("int8", True, "Also measure int8 LiteRT latency.")
 flags.DEFINE_string("output", "benchmark", "Output path prefix.")
 flags.DEFINE_bool("jit_compile", False, "Train with XLA for the images/s "
@@ -76,17 +81,8 @@ flags.DEFINE_enum("compare", "", ["", "pytorch", "grouped_conv"],
 flags.DEFINE_list("archs", ["resnet20", "resnet56"], "CIFAR ResNets for "
                   "--compare=pytorch (baseline:<arch> pairs; --pairs "
                   "given alone replaces them).")
-flags.DEFINE_integer("rounds", 5, "Interleaved rounds for --compare.")
-
-_SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
-           "fashion_mnist": ((28, 28, 1), 10), "synthetic": ((32, 32, 3), 10)}
-
-
-def _context(config):
-    splits = data.make_splits(data.load("synthetic"), 64,
-                              validation_split=0.25)
-    return training.Context(config, distribute.get("default"), "", splits)
-
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds for --compare.",
+                     lower_bound=1)
 
 def split_pair(pair):
     """`"method:arch:k=v;k=v"` -> `(method, arch, "k=v,k=v")`."""
@@ -111,14 +107,15 @@ def pair_config(pair, dataset="cifar10", jit_compile=False, defaults=""):
 
 def _measure_pair(pair):
     config = pair_config(pair, FLAGS.dataset, FLAGS.jit_compile)
-    input_shape, num_classes = _SHAPES[FLAGS.dataset]
+    input_shape, num_classes = benchmarking.DATASET_SHAPES[FLAGS.dataset]
     method = methods.get(config.method)
     model = method.build_model(config, input_shape, num_classes)
     method.compile_model(model, optimizers.make_optimizer(config, 100),
                          config)
     images_per_second = benchmarking.training_throughput(
         model, input_shape, num_classes, FLAGS.batch_size, FLAGS.train_steps)
-    deployable = method.deployable(model, _context(config))
+    deployable = method.deployable(model, benchmarking.synthetic_context(
+        config, input_shape, num_classes))
     row = _measure_deployable(deployable)
     row.update(method=config.method, arch=config.arch,
                train_images_per_second=round(images_per_second, 1))
@@ -137,9 +134,27 @@ def _measure_deployable(model):
     return row
 
 
-def _measure_run(workdir):
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        metrics = json.load(f)
+def _read_run(workdir):
+    """The metrics of a finished training; fails before anything is timed."""
+    needed = ("metrics.json", "deployable.keras")
+    missing = [n for n in needed
+               if not os.path.isfile(os.path.join(workdir, n))]
+    if missing:
+        raise UsageError(f"--runs={workdir} has no {' or '.join(missing)}; "
+                         "give the --workdir of a finished training.")
+    try:
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            metrics = json.load(f)
+        return {key: metrics[key] for key in _RUN_METRICS}
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--runs={workdir}: metrics.json is not the file of "
+                         f"a finished training ({error!r}).") from None
+
+
+_RUN_METRICS = ("method", "arch", "test_accuracy", "train_images_per_second")
+
+
+def _measure_run(workdir, metrics):
     model = keras.models.load_model(os.path.join(workdir,
                                                  "deployable.keras"))
     row = _measure_deployable(model)
@@ -243,7 +258,7 @@ def torch_trainer(twin, config, input_shape, num_classes, x, y):
 def _checked_counts(name, keras_model, twin_model, method_name,
                     input_shape):
     """Params and MACs of both sides; fails loudly if they differ."""
-    from tools import torch_models
+    from keras_compact.tools import torch_models
 
     ours = _trainable_params(keras_model), keras_macs(method_name,
                                                       keras_model)
@@ -253,7 +268,7 @@ def _checked_counts(name, keras_model, twin_model, method_name,
         raise RuntimeError(
             f"{name}: the PyTorch twin is not the trained model: keras "
             f"(params, MACs) {ours} vs PyTorch {theirs}. Fix the twin in "
-            "tools/torch_models.py.")
+            "keras_compact/tools/torch_models.py.")
     return ours[0], macs, executed
 
 
@@ -275,10 +290,10 @@ def compare_pytorch(pairs, batch_size=128, rounds=5, steps=15,
     """
     import torch
 
-    from tools import torch_models
+    from keras_compact.tools import torch_models
 
     torch.set_num_threads(os.cpu_count())
-    input_shape, num_classes = _SHAPES[dataset]
+    input_shape, num_classes = benchmarking.DATASET_SHAPES[dataset]
     peak = benchmarking.matmul_peak_flops()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, *input_shape)).astype("float32")
@@ -474,9 +489,23 @@ COMPARISONS.register("grouped_conv", lambda: compare_grouped_conv(
     rounds=FLAGS.rounds, steps=FLAGS.train_steps))
 
 
+def _check_flags():
+    folder = os.path.dirname(FLAGS.output) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"--output={FLAGS.output}: folder {folder} does not "
+                         "exist.")
+    for pair in FLAGS.pairs:
+        method_name, arch, _ = split_pair(pair)
+        methods.get(method_name)
+        if arch:
+            models.registry.ARCHITECTURES.get(arch)
+    return {workdir: _read_run(workdir) for workdir in FLAGS.runs}
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    runs = _check_flags()
     if FLAGS.compare:
         rows = COMPARISONS.get(FLAGS.compare)()
         with open(f"{FLAGS.output}.json", "w") as f:
@@ -488,7 +517,7 @@ def main(argv):
         print(f"{FLAGS.dataset} training pipeline: {rate:.0f} images/s")
     rows = [_measure_pair(p) for p in FLAGS.pairs]
     rows = benchmarking.add_ratios(
-        rows + [_measure_run(w) for w in FLAGS.runs])
+        rows + [_measure_run(w, m) for w, m in runs.items()])
     table = benchmarking.markdown(rows)
     print(table)
     with open(f"{FLAGS.output}.md", "w") as f:
@@ -500,5 +529,10 @@ def main(argv):
         _plot(with_accuracy, f"{FLAGS.output}.png")
 
 
+def run():
+    """The `keras-compact-benchmark` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -19,7 +19,7 @@ floors the lr at 5e-4 (reached at epoch 210); a step schedule cannot floor,
 so the halvings stop at epoch 180 (lr 7.8e-4 to the end).
 """
 
-from configs import common
+from keras_compact.configs import common
 
 
 def get_config(arg=None):
