@@ -91,12 +91,7 @@ def is_chief(strategy):
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    task = config.get("task", {})
-    if task.get("type") == "chief":
-        return True
-    return (task.get("type") == "worker" and task.get("index", 0) == 0
-            and "chief" not in config.get("cluster", {}))
+    return task_position() == 0
 
 
 def num_replicas():
@@ -108,10 +103,28 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def worker_index():
-    """This process's task index in TF_CONFIG (0 without a cluster)."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return int(task.get("index", 0))
+def _cluster():
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    return config.get("cluster", {}), config.get("task", {})
+
+
+def num_tasks():
+    """The chief and workers of TF_CONFIG's cluster (1 without one)."""
+    cluster, _ = _cluster()
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker",
+                                                                  [])))
+
+
+def task_position():
+    """This process's place among `num_tasks()`: 0 is the chief.
+
+    Worker `i` is at `i` in a cluster without a chief (worker 0 is then the
+    chief) and at `i + 1` in one with a chief.
+    """
+    cluster, task = _cluster()
+    if task.get("type") == "chief":
+        return 0
+    return int(task.get("index", 0)) + ("chief" in cluster)
 
 
 _PATCHED_KERAS = "3.15"

@@ -6,7 +6,6 @@ started again resumes from the last finished epoch (optimizer included).
 """
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -18,14 +17,17 @@ import tensorflow as tf
 from keras import ops
 
 from keras_compact import api
+from keras_compact import backup
 from keras_compact import data as data_lib
 from keras_compact import distribute
 from keras_compact import evaluation
 from keras_compact import export
+from keras_compact import files
 from keras_compact import methods
 from keras_compact import optimizers
 from keras_compact import profiling
 from keras_compact import qat
+from keras_compact import workdir
 from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
@@ -46,11 +48,31 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops the run with a clear error when the loss becomes NaN or inf."""
+# How far above its starting value the loss may rise before the run is
+# stopped as divergent. A cross-entropy L means the true class gets
+# probability exp(-L) on average; an untrained classifier sits near
+# log(num_classes). 100 x that (230 for 10 classes) needs logit margins of
+# hundreds, which no converging run reaches, while a diverging one grows
+# geometrically and passes it within a few steps.
+DIVERGENCE_FACTOR = 100.0
 
-    def __init__(self):
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops the run with a clear error when the loss diverges.
+
+    Divergent means NaN, inf, or above `DIVERGENCE_FACTOR` times the
+    starting loss: the first logged loss of this start, but at least
+    `log(num_classes)` (a resumed run starts lower, and its bound must not
+    tighten below that of a fresh one).
+
+    Args:
+        num_classes: classes of the task, for the floor of the bound.
+    """
+
+    def __init__(self, num_classes):
         super().__init__()
+        self.floor = math.log(max(2, num_classes))
+        self.bound = None
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -58,11 +80,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is None:
+            return
+        loss = float(loss)
+        if self.bound is None and math.isfinite(loss):
+            self.bound = DIVERGENCE_FACTOR * max(loss, self.floor)
+        finite = math.isfinite(loss)
+        if not finite or loss > self.bound:
+            why = "" if not finite else (
+                f" (divergent: above the bound {self.bound:.4g} = "
+                f"{DIVERGENCE_FACTOR:g} x the starting loss)")
             raise NonFiniteLossError(
-                f"The loss became {float(loss)} at epoch {self.epoch + 1}, "
-                f"step {batch + 1}. Lower the learning rate (--lr) or check "
-                "the inputs; the last finished epoch is kept in the "
+                f"The loss became {loss:.4g} at epoch {self.epoch + 1}, "
+                f"step {batch + 1}{why}. Lower the learning rate (--lr) or "
+                "check the inputs; the last finished epoch is kept in the "
                 "workdir's backup."
             )
 
@@ -226,22 +257,20 @@ class _TensorBoard(keras.callbacks.TensorBoard):
 
 
 def _callbacks(context, method, chief, images_per_epoch):
-    workdir = context.workdir
-    backup = os.path.join(workdir, "backup")
-    if not chief:  # workers must not overwrite the chief's files
-        backup = os.path.join(workdir,
-                              f"backup_worker{distribute.worker_index()}")
+    directory = context.workdir
+    # Each task has its own backup: workers must not overwrite the chief's.
+    task = 0 if chief else distribute.task_position()
     throughput = ThroughputLog(images_per_epoch)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-        StopOnNonFiniteLoss(),
+        backup.Backup(os.path.join(directory, backup.directory_name(task))),
+        StopOnDivergence(context.data.num_classes),
         throughput,
         LearningRateLog(),  # before the loggers that write `lr`
     ]
     if chief:
         callbacks += [
-            _CSVLogger(os.path.join(workdir, "log.csv"), append=True),
-            _TensorBoard(os.path.join(workdir, "tensorboard"),
+            _CSVLogger(os.path.join(directory, "log.csv"), append=True),
+            _TensorBoard(os.path.join(directory, "tensorboard"),
                          write_graph=False),
         ]
     return callbacks + method.callbacks(context), throughput
@@ -267,6 +296,11 @@ for _quantization, _file in (("float32", "model.tflite"),
         export.to_litert(model, os.path.join(directory, f), q,
                          _calibration(model, context)),
     )
+
+
+def _save(model, path):
+    with files.atomic_write(path) as temporary:
+        model.save(temporary)
 
 
 def _bytes(path):
@@ -362,6 +396,8 @@ def run(config):
     if config.mixed_precision:
         keras.mixed_precision.set_dtype_policy(config.mixed_precision)
     method = methods.get(config.method)
+    method.check(config)
+    workdir.check_config(config)
     strategy = distribute.get(config.strategy, tpu=config.tpu)
     chief = distribute.is_chief(strategy)
     # tf.io.gfile: the workdir may be a gs:// path (Keras's callbacks and
@@ -384,6 +420,8 @@ def run(config):
     callbacks, throughput = _callbacks(
         context, method, chief, steps_per_epoch * config.batch_size)
     train = data.train.repeat() if config.steps_per_epoch else data.train
+    if chief:
+        workdir.record_config(config)
     model.fit(
         train,
         epochs=config.epochs,
@@ -397,7 +435,7 @@ def run(config):
     )
 
     if chief:
-        model.save(os.path.join(config.workdir, "model.keras"))
+        _save(model, os.path.join(config.workdir, "model.keras"))
     deployable = method.deployable(model, context)
     if deployable is not model and deployable.inputs:
         # Keras's clone_model compiles a clone with a new optimizer that
@@ -425,7 +463,7 @@ def run(config):
         # What ships takes raw pixels; the trained maths is unchanged.
         servable = export.with_raw_input(deployable, data.mean, data.std,
                                          data.input_shape)
-        servable.save(os.path.join(config.workdir, "deployable.keras"))
+        _save(servable, os.path.join(config.workdir, "deployable.keras"))
         metrics["input"] = export.input_contract(servable)
         metrics["exports"] = _export(servable, context)
         if qat_servable is not None:
@@ -434,9 +472,8 @@ def run(config):
                                            QAT_FILE), "int8",
                 _calibration(qat_servable, context))
             metrics["exports"]["tflite_int8_qat"] = _record(path, context)
-        with tf.io.gfile.GFile(os.path.join(config.workdir, "metrics.json"),
-                               "w") as f:
-            json.dump(metrics, f, indent=2)
+        files.write_json(os.path.join(config.workdir, "metrics.json"),
+                         metrics)
     log.info("test accuracy %.4f, %s params, %s MACs", accuracy,
                  f"{report.params:,}", f"{report.macs:,}")
     return metrics

@@ -435,7 +435,7 @@ def test_od_mixed_precision_scales_the_loss():
         keras.mixed_precision.set_dtype_policy("float32")
 
 
-def test_deployable_is_one_plain_student_and_exports():
+def test_deployable_is_one_plain_student_and_exports(tmp_path):
     method = methods.get("od")
     model = od.OnlineDistillationModel(_students(2))
     model.compile(optimizer=keras.optimizers.SGD(0.05), run_eagerly=True)
@@ -443,7 +443,9 @@ def test_deployable_is_one_plain_student_and_exports():
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     validation = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     context = types.SimpleNamespace(
-        data=types.SimpleNamespace(validation=validation))
+        data=types.SimpleNamespace(validation=validation),
+        workdir=str(tmp_path), config=od_config.get_config(),
+        strategy=tf.distribute.get_strategy())
     index = model.select_student(validation)
     student = method.deployable(model, context)
     assert isinstance(student, keras.Model) and student.name == \

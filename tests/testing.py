@@ -109,22 +109,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def run_local_workers(trainer_args, count=2, timeout=600):
-    """Runs `python -m <trainer_args>` as `count` workers of one cluster.
+def start_local_workers(trainer_args, count=2, env=None):
+    """Starts `python -m <trainer_args>` as `count` workers of one cluster.
 
     Each process gets the same localhost cluster in TF_CONFIG (free ports
-    chosen now) and its own task index; fails with a worker's output tail
-    if any exits non-zero.
+    chosen now), its own task index and `env` on top of os.environ; returns
+    the `subprocess.Popen`s, output piped.
     """
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(count)]}
     workers = []
     for index in range(count):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        worker_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}),
+                          TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                              "type": "worker", "index": index}}))
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", *trainer_args], cwd=ROOT, env=env,
+            [sys.executable, "-m", *trainer_args], cwd=ROOT, env=worker_env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for worker in workers:
+    return workers
+
+
+def run_local_workers(trainer_args, count=2, timeout=600):
+    """Runs `start_local_workers`; fails with a worker's output tail if any
+    exits non-zero."""
+    for worker in start_local_workers(trainer_args, count):
         output = worker.communicate(timeout=timeout)[0]
         assert worker.returncode == 0, output[-3000:]
 
@@ -134,10 +141,14 @@ def assert_workers_agree(workdir, build_model):
 
     `build_model()` returns a fresh model of the trained architecture.
     """
+    from keras_compact import backup
+
     weights = []
-    for backup in ("backup", "backup_worker1"):
+    for task in (0, 1):
+        directory = os.path.join(workdir, backup.directory_name(task))
+        newest = backup.read_checkpoints(directory)[0]["weights"]
         model = build_model()
-        model.load_weights(os.path.join(workdir, backup, "latest.weights.h5"))
+        model.load_weights(os.path.join(directory, newest))
         weights.append([w.numpy() for w in model.trainable_weights])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)

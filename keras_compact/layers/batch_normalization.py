@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 
 
 @api.serializable
@@ -31,6 +32,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, **kwargs):
+        if (isinstance(momentum, bool) or not isinstance(momentum, float | int)
+                or not 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be a number in [0, 1] (Keras "
+                             "convention: PyTorch's 0.1 is 0.9). Received: "
+                             f"momentum={momentum!r}.")
+        conv_args.positive_number(epsilon, "epsilon")
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
 
     def _fusable(self, inputs, mask):
@@ -43,6 +50,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
+        conv_args.check_float_input(self, inputs)
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         return self._fused_call(inputs, bool(training) and self.trainable)

@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_compact import api
 from keras_compact import profiling
+from keras_compact.layers import conv_args
 from keras_compact.layers.batch_normalization import BatchNormalization
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.grouped_conv import kaiming_normal
@@ -68,11 +69,13 @@ class Shift2D(keras.layers.Layer):
         variant of Xie et al., https://arxiv.org/abs/1909.13063.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.input_spec = conv_args.input_spec(ndim=4)
+
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
         channels = input_shape[-1]
-        if channels is None:
-            raise ValueError("Shift2D needs a known number of channels. "
-                             f"Received: input_shape={input_shape}.")
         kernel = np.zeros((3, 3, channels, 1), "float32")
         for channel, (dh, dw) in enumerate(shift_directions(channels)):
             # Convolutions are correlations: out[y] = sum_i in[y + i - 1]
@@ -81,6 +84,7 @@ class Shift2D(keras.layers.Layer):
         self._kernel = kernel
 
     def call(self, inputs):
+        conv_args.check_float_input(self, inputs)
         kernel = ops.convert_to_tensor(self._kernel, dtype=inputs.dtype)
         return ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
 
@@ -113,14 +117,12 @@ class CheapBlock(keras.layers.Layer):
 
     def __init__(self, filters, strides=1, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"filters must be a positive int. Received: "
-                             f"filters={filters}.")
-        if strides not in (1, 2):
+        self.filters = conv_args.positive_int(filters, "filters")
+        if isinstance(strides, bool) or strides not in (1, 2):
             raise ValueError(f"strides must be 1 or 2. Received: "
-                             f"strides={strides}.")
-        self.filters = filters
+                             f"strides={strides!r}.")
         self.strides = strides
+        self.input_spec = conv_args.input_spec(ndim=4)
 
     @classmethod
     def as_block(cls, **kwargs):
@@ -139,6 +141,7 @@ class CheapBlock(keras.layers.Layer):
         return block
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
         channels = input_shape[-1]
         shape = tuple(input_shape)
         self.spatial1 = self.spatial(channels, "1")
@@ -172,6 +175,7 @@ class CheapBlock(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
+        conv_args.check_float_input(self, inputs)
         x = self.conv1(self.spatial1(inputs))
         x = ops.relu(self.bn1(x, training=training))
         x = self.conv2(self.spatial2(x))
@@ -306,12 +310,14 @@ class GroupBlock(CheapBlock):
 
     def __init__(self, filters, strides=1, groups=4, **kwargs):
         super().__init__(filters, strides=strides, **kwargs)
-        if not isinstance(groups, int) or groups < 1 or filters % groups:
+        if (isinstance(groups, bool) or not isinstance(groups, int)
+                or groups < 1 or filters % groups):
             raise ValueError(f"groups must be a positive int dividing "
-                             f"filters={filters}. Received: groups={groups}.")
+                             f"filters={filters}. Received: groups={groups!r}.")
         self.groups = groups
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
         if input_shape[-1] % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide the input channels "

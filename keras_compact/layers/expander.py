@@ -572,6 +572,11 @@ class ExpanderConv2D(_Expander):
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
 
+    def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
+        conv_args.positive_int(self.filters, "filters")
+        super().build(input_shape)
+
     @staticmethod
     def _default_initializer():
         # The reference's kaiming_normal(mode='fan_out'), untruncated.
@@ -670,6 +675,8 @@ class ExpanderDense(_Expander):
             raise ValueError(f"ExpanderDense takes (batch, features) inputs; "
                              f"flatten first. Received: input_shape="
                              f"{input_shape}.")
+        conv_args.check_input_shape(self, input_shape, ndim=2)
+        conv_args.positive_int(self.units, "units")
         super().build(input_shape)
 
     def _kernel_shape(self, in_channels):

@@ -112,12 +112,10 @@ class ExpandedConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = filters
+        self.filters = conv_args.positive_int(filters, "filters")
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}. "
-                             f"Received: strategy={strategy}")
+        conv_args.one_of(strategy, "strategy", STRATEGIES)
         kh, kw = self.kernel_size
         if strategy == "ck" and not (kh == kw and kh % 2 and kh > 3):
             raise ValueError(
@@ -126,14 +124,13 @@ class ExpandedConv2D(keras.layers.Layer):
                 f"kernel_size={kernel_size}."
             )
         self.strategy = strategy
-        if expansion_rate <= 0:
-            raise ValueError("expansion_rate must be positive. Received: "
-                             f"expansion_rate={expansion_rate}")
-        self.expansion_rate = expansion_rate
+        self.expansion_rate = conv_args.positive_number(expansion_rate,
+                                                        "expansion_rate")
         conv_args.check_groups(filters, groups)
         self.groups = groups
-        self.expand_input = expand_input
-        self.use_bias = use_bias
+        self.expand_input = conv_args.boolean(expand_input, "expand_input")
+        self.use_bias = conv_args.boolean(use_bias, "use_bias")
+        self.input_spec = conv_args.input_spec(ndim=4)
         # A None bias initializer means PyTorch's, which needs the fan-in.
         conv_args.set_weight_settings(
             self, kernel_initializer or torch_default_kernel(),
@@ -154,6 +151,8 @@ class ExpandedConv2D(keras.layers.Layer):
                 for i, w in enumerate(widths)]
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
+        conv_args.check_min_size(self, input_shape)
         in_channels = self.input_channels = input_shape[-1]
         plan = self._plan(in_channels)
         for width in (in_channels, *(w for w, _, _ in plan)):
@@ -189,6 +188,7 @@ class ExpandedConv2D(keras.layers.Layer):
                          input_shape[1:3], self.kernel_size, self.strides))
 
     def call(self, inputs):
+        conv_args.check_float_input(self, inputs)
         x = ops.pad(inputs, ((0, 0), *self.pads, (0, 0)))
         for conv in self.convs:
             x = conv(x)
@@ -302,22 +302,26 @@ class ExpandedDense(keras.layers.Layer):
                  bias_initializer=None, kernel_regularizer=None,
                  bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        if units < 1:
-            raise ValueError(f"units must be positive. Received: {units}")
-        if expansion_rate <= 0:
-            raise ValueError("expansion_rate must be positive. Received: "
-                             f"expansion_rate={expansion_rate}")
-        self.units = units
-        self.expansion_rate = expansion_rate
+        self.units = conv_args.positive_int(units, "units")
+        self.expansion_rate = conv_args.positive_number(expansion_rate,
+                                                        "expansion_rate")
+        if hidden_units is not None and (
+                not isinstance(hidden_units, (tuple, list))
+                or not hidden_units):
+            raise ValueError("hidden_units must be None or a non-empty list "
+                             f"of positive ints. Received: hidden_units="
+                             f"{hidden_units!r}.")
         self.hidden_units = None if hidden_units is None else tuple(
-            hidden_units)
-        self.use_bias = use_bias
+            conv_args.positive_int(w, "hidden_units") for w in hidden_units)
+        self.use_bias = conv_args.boolean(use_bias, "use_bias")
+        self.input_spec = conv_args.input_spec(min_ndim=2)
         # A None bias initializer means PyTorch's, which needs the fan-in.
         conv_args.set_weight_settings(
             self, kernel_initializer or torch_default_kernel(),
             bias_initializer, kernel_regularizer, bias_regularizer)
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, min_ndim=2)
         in_units = input_shape[-1]
         hidden = self.hidden_units or (
             _width(self.expansion_rate, in_units),
@@ -339,6 +343,7 @@ class ExpandedDense(keras.layers.Layer):
             shape = (*shape[:-1], width)
 
     def call(self, inputs):
+        conv_args.check_float_input(self, inputs)
         x = inputs
         for dense in self.denses:
             x = dense(x)

@@ -57,12 +57,15 @@ class GroupedConv2D(keras.layers.Layer):
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
         self.groups = groups
-        self.use_bias = use_bias
+        self.use_bias = conv_args.boolean(use_bias, "use_bias")
+        self.input_spec = conv_args.input_spec(ndim=4)
         conv_args.set_weight_settings(
             self, kernel_initializer or kaiming_normal(), bias_initializer,
             kernel_regularizer, bias_regularizer)
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
+        conv_args.check_min_size(self, input_shape)
         channels = input_shape[-1]
         conv_args.check_groups(channels, self.groups, "input channels")
         self.kernel = self.add_weight(
@@ -81,6 +84,7 @@ class GroupedConv2D(keras.layers.Layer):
             )
 
     def call(self, inputs):
+        conv_args.check_float_input(self, inputs)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 

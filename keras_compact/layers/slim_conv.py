@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 from keras_compact.layers.batch_normalization import BatchNormalization
 from keras_compact.layers.grouped_conv import GroupedConv2D
 
@@ -109,23 +110,21 @@ class SlimConv2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.n = fold_factor(k)
         self.k = k if isinstance(k, str) else float(k)
-        if strides not in (1, 2):
+        if isinstance(strides, bool) or strides not in (1, 2):
             raise ValueError(f"SlimConv2D strides must be 1 or 2. Received: "
-                             f"strides={strides}.")
+                             f"strides={strides!r}.")
         self.strides = strides
-        for arg, value in (("groups", groups), ("reduction", reduction),
-                           ("bottom_groups", bottom_groups or 1)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SlimConv2D {arg} must be a positive int. "
-                                 f"Received: {arg}={value!r}.")
-        self.groups = groups
-        self.bottom_groups = bottom_groups or groups
-        self.reduction = reduction
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or _fan_out_normal()
-        )
-        self.activation = (None if activation is None
-                           else keras.activations.get(activation))
+        self.groups = conv_args.positive_int(groups, "groups")
+        self.bottom_groups = groups if bottom_groups is None else (
+            conv_args.positive_int(bottom_groups, "bottom_groups"))
+        self.reduction = conv_args.positive_int(reduction, "reduction")
+        self.kernel_initializer = conv_args.keras_object(
+            keras.initializers, kernel_initializer or _fan_out_normal(),
+            "kernel_initializer")
+        self.activation = (None if activation is None else
+                           conv_args.keras_object(keras.activations,
+                                                  activation, "activation"))
+        self.input_spec = conv_args.input_spec(ndim=4)
 
     @staticmethod
     def output_channels(in_channels, k="4/3"):
@@ -138,6 +137,7 @@ class SlimConv2D(keras.layers.Layer):
         return top, top // 2
 
     def build(self, input_shape):
+        conv_args.check_input_shape(self, input_shape, ndim=4)
         channels = input_shape[-1]
         top, bottom = self._widths(channels)
         hidden = channels // self.reduction
@@ -249,6 +249,7 @@ class SlimConv2D(keras.layers.Layer):
                 ops.reshape(flipped, (-1, 1, 1, channels)))
 
     def call(self, inputs, training=None):
+        conv_args.check_float_input(self, inputs)
         weights, flipped = self._channel_weights(inputs, training)
         top = self._fold(inputs * weights)
         bottom = self._fold(inputs * flipped)

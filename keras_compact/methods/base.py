@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact import models
+from keras_compact.errors import UsageError
 
 
 class Method:
@@ -18,10 +19,30 @@ class Method:
         options: method-specific config fields, `{name: (default, help)}`.
             They become config entries (paper values in `configs/<name>.py`)
             and `--name=value` flags of the trainers.
+        archs: the archs the method can build (None: every registered one),
+            described by `arch_kind` ("an Sc arch"); `arch_hint` ends the
+            error for another arch.
     """
 
     name = None
     options = {}
+    archs = None
+    arch_kind = ""
+    arch_hint = ""
+
+    def check(self, config):
+        """Raises `UsageError` for a config this method cannot train.
+
+        Runs first, so that a bad arch or option fails in a second, not
+        after the training. Override to add the method's own checks
+        (calling this one).
+        """
+        models.registry.ARCHITECTURES.get(config.arch)
+        if self.archs is not None and config.arch not in self.archs:
+            raise UsageError(
+                f"--method={self.name} needs {self.arch_kind}, got --arch="
+                f"{config.arch}. Valid: {', '.join(sorted(self.archs))}."
+                f"{self.arch_hint}")
 
     def prepare(self, context):
         """Runs before the model is built (e.g. a channel search).
@@ -57,3 +78,16 @@ class Method:
     def deployment_notes(self):
         """Extra metrics.json entries about the last `deployable` call."""
         return {}
+
+
+def check_option(config, name, valid, expected):
+    """Raises `UsageError` unless `valid(config[name])`.
+
+    Example:
+
+    >>> check_option(config, "students", lambda v: v >= 1, "an int >= 1")
+    """
+    value = config[name]
+    if isinstance(value, bool) or not valid(value):
+        raise UsageError(f"{name} must be {expected}. Received: "
+                         f"{name}={value!r}.")

@@ -26,10 +26,12 @@ import keras
 import numpy as np
 
 from keras_compact import models
+from keras_compact.errors import UsageError
 from keras_compact.layers.expansion import ExpandedConv2D
 from keras_compact.layers.expansion import ExpandedDense
 from keras_compact.methods import knowledge_distillation
 from keras_compact.methods.base import Method
+from keras_compact.methods.base import check_option
 from keras_compact.methods.registry import register
 from keras_compact.models import mobilenet
 from keras_compact.registry import Registry
@@ -220,6 +222,24 @@ class ExpandNet(Method):
         "kd_temperature": (4.0, "distillation temperature T"),
         "kd_weight": (1.0, "weight of the T^2 KL term next to the CE"),
     }
+
+    def check(self, config):
+        super().check(config)
+        POLICIES.get(config.arch)
+        try:
+            _, fc = parse_expansion(config.expand)
+        except ValueError as error:
+            raise UsageError(f"--expand: {error}") from None
+        if fc and not POLICIES.get(config.arch).hidden_fc:
+            raise UsageError(f"--expand={config.expand}: {config.arch} has "
+                             "no hidden fully-connected layer to expand; "
+                             "drop '+fc'.")
+        check_option(config, "expand_rate", lambda v: v > 0, "> 0")
+        check_option(config, "kd_temperature", lambda v: v > 0, "> 0")
+        check_option(config, "kd_weight", lambda v: v >= 0, ">= 0")
+        if config.teacher and not config.teacher.endswith(".keras"):
+            raise UsageError(f"--teacher={config.teacher}: must be a .keras "
+                             "model file (a workdir's model.keras).")
 
     def build_model(self, config, input_shape, num_classes):
         model = build_expanded(config.arch, input_shape, num_classes,

@@ -7,6 +7,7 @@ official code github.com/EthanZhangYC/OD-cheap-convolution
 """
 
 import logging
+import os
 
 import keras
 import numpy as np
@@ -15,10 +16,13 @@ from keras import ops
 
 from keras_compact import api
 from keras_compact import distribute
+from keras_compact import files
 from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
+from keras_compact.errors import UsageError
 from keras_compact.methods.base import Method
+from keras_compact.methods.base import check_option
 from keras_compact.methods.registry import register
 from keras_compact.registry import Registry
 
@@ -232,6 +236,20 @@ BLOCKS.register(
     "group",
     lambda config: layers.GroupBlock.as_block(groups=config.group_num))
 
+def _check_options(config):
+    """The option checks that `build_model` needs too."""
+    BLOCKS.get(config.block)
+    check_option(config, "students",
+                 lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
+    # The group block splits the 16, 32 and 64 channels of every stage.
+    check_option(config, "group_num", lambda v: isinstance(v, int)
+                 and v >= 1 and 16 % v == 0, "1, 2, 4, 8 or 16")
+    check_option(config, "temperature", lambda v: v > 0, "> 0")
+
+
+# The student `OnlineDistillation.deployable` picked, after how many epochs.
+SELECTION = "od_selection.json"
+
 
 @register("od")
 class OnlineDistillation(Method):
@@ -243,6 +261,11 @@ class OnlineDistillation(Method):
     accurate on the validation split (`config.validation_split > 0`).
     """
 
+    archs = tuple(name for name in models.names() if getattr(
+        models.registry.ARCHITECTURES.get(name), "func",
+        None) is models.resnet_cifar.resnet_cifar)
+    arch_kind = "a CIFAR ResNet (its students' blocks are replaced)"
+
     options = {
         "block": ("shift", "cheap block of the students: "
                   + " | ".join(BLOCKS.names())),
@@ -251,10 +274,17 @@ class OnlineDistillation(Method):
         "temperature": (4.0, "distillation temperature T"),
     }
 
+    def check(self, config):
+        super().check(config)
+        _check_options(config)
+        if not 0 < config.validation_split < 1:
+            raise UsageError(
+                f"validation_split={config.validation_split}: OD deploys the "
+                "best student on a split held out of the training set; set "
+                "it in (0, 1), e.g. --set=validation_split=0.1.")
+
     def build_model(self, config, input_shape, num_classes):
-        if not isinstance(config.students, int) or config.students < 1:
-            raise ValueError(f"students must be an int >= 1. Received: "
-                             f"students={config.students}.")
+        _check_options(config)
         block = BLOCKS.get(config.block)(config)
         students = [
             models.build(config.arch, input_shape, num_classes, block=block,
@@ -274,9 +304,24 @@ class OnlineDistillation(Method):
             raise ValueError(
                 "OD deploys the best student on a validation split held out "
                 "of the training set; set validation_split > 0 (e.g. "
-                "--validation_split=0.1).")
-        index = model.select_student(context.data.validation)
+                "--set=validation_split=0.1).")
+        index = self._selection(model, context)
         log.info("OD: deploying %s, the best of %d students on the "
                  "validation split.", model.students[index].name,
                  len(model.students))
         return model.export_student(index)
+
+    def _selection(self, model, context):
+        """The chosen student's index, recorded in `SELECTION` (atomically)
+        so a rerun of the finished workdir deploys the same one."""
+        path = os.path.join(context.workdir, SELECTION)
+        epochs = context.config.epochs
+        if tf.io.gfile.exists(path):
+            recorded = files.read_json(path)
+            if recorded.get("epochs") == epochs:
+                return recorded["student"]
+        index = model.select_student(context.data.validation)
+        if distribute.is_chief(context.strategy):
+            files.write_json(path, {"epochs": epochs, "student": index,
+                                    "name": model.students[index].name})
+        return index

@@ -1,6 +1,7 @@
 """SlimConv: train an Sc-ResNet whose 3x3 convs are SlimConv2D."""
 
 from keras_compact import models
+from keras_compact.errors import UsageError
 from keras_compact.layers.slim_conv import fold_factor
 from keras_compact.methods.base import Method
 from keras_compact.methods.registry import register
@@ -26,13 +27,18 @@ class SlimConv(Method):
                           "4/3, 2, 8/3, 10/3, ... (a fraction string)."),
     }
 
+    archs = sc_resnet.SC_ARCHS
+    arch_kind = "an Sc arch"
+    arch_hint = " Train the uncompressed baseline with --method=baseline."
+
+    def check(self, config):
+        super().check(config)
+        try:
+            fold_factor(config.slim_k)
+        except ValueError as error:
+            raise UsageError(f"--slim_k: {error}") from None
+
     def build_model(self, config, input_shape, num_classes):
-        if config.arch not in sc_resnet.SC_ARCHS:
-            raise ValueError(
-                f"--method=slimconv needs an Sc arch, got '{config.arch}'. "
-                f"Valid: {', '.join(sorted(sc_resnet.SC_ARCHS))}. Train the "
-                "uncompressed baseline with --method=baseline."
-            )
-        fold_factor(config.slim_k)  # a bad k fails before the build
+        self.check(config)
         return models.build(config.arch, input_shape, num_classes,
                             k=config.slim_k)
