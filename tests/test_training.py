@@ -1,6 +1,7 @@
 """The training run end to end: metrics, resume, bad input, distribution."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -134,21 +135,60 @@ def test_step_schedule_with_warmup():
                                rtol=1e-5)
 
 
-def test_mirrored_matches_default_strategy(tmp_path):
-    """2 logical CPUs, same global batch: same losses as one device.
+def _train_on_halves(monkeypatch, workdir, strategy, copies):
+    """`training.run` on 4 fixed half batches, each repeated `copies` times.
 
-    BN normalises each replica's half batch on its own, so the losses agree
-    to a tolerance, not bit for bit.
+    Returns the losses of log.csv and the saved model.
     """
-    runs = {}
-    for name in ("default", "mirrored"):
-        config = _smoke_config(tmp_path / name, strategy=name, batch_size=64,
-                               steps_per_epoch=2, lr=0.02, augment=False,
-                               train_subset=256)
-        training.run(config)
-        runs[name] = [loss for _, loss in _losses(tmp_path / name)]
-    np.testing.assert_allclose(runs["mirrored"], runs["default"], rtol=0.03)
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    halves = [(rng.normal(size=(8, 32, 32, 3)).astype("float32"),
+               rng.integers(0, 10, 8)) for _ in range(4)]
+    x = np.concatenate([np.concatenate([h[0]] * copies) for h in halves])
+    y = np.concatenate([np.concatenate([h[1]] * copies) for h in halves])
+    load_data = training.load_data
+
+    def fixed_batches(config, strategy):
+        splits = load_data(config, strategy)
+        train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8 * copies)
+        return dataclasses.replace(splits, train=train)
+
+    monkeypatch.setattr(training, "load_data", fixed_batches)
+    training.run(_smoke_config(workdir, arch="smallnet3", strategy=strategy,
+                               batch_size=8 * copies, steps_per_epoch=2))
+    monkeypatch.undo()
+    return ([loss for _, loss in _losses(workdir)],
+            keras.models.load_model(workdir / "model.keras"))
+
+
+def test_mirrored_on_identical_halves_equals_default_strategy(
+        tmp_path, monkeypatch):
+    """2 replicas, each given the same half batch, vs one device on it.
+
+    Each replica then runs the same kernels on the same values as the
+    single-device step, BN included (its batch statistics are the half's),
+    and the cross-replica mean of two equal gradients (g/2 + g/2) is exact
+    in binary floating point: the runs are bit for bit equal (measured with
+    oneDNN on and off, 1 and 2 threads). The tolerances only admit a few
+    ulp, should a kernel's reduction order ever depend on thread
+    scheduling; a gradient summed instead of averaged over the replicas
+    doubles every update and fails by far.
+    """
     assert distribute.get("mirrored").num_replicas_in_sync == 2
+    default_losses, default = _train_on_halves(
+        monkeypatch, tmp_path / "default", "default", copies=1)
+    mirrored_losses, mirrored = _train_on_halves(
+        monkeypatch, tmp_path / "mirrored", "mirrored", copies=2)
+    np.testing.assert_allclose(mirrored_losses, default_losses, rtol=1e-6)
+    assert int(mirrored.optimizer.iterations) == 4
+    pairs = list(zip(default.weights + default.optimizer.variables,
+                     mirrored.weights + mirrored.optimizer.variables))
+    assert len(pairs) > len(default.weights)  # momentum buffers compared
+    for a, b in pairs:
+        a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        np.testing.assert_allclose(b, a, rtol=0,
+                                   atol=1e-6 * max(np.abs(a).max(), 1e-3))
 
 
 def test_tpu_without_a_tpu_fails_clearly():
