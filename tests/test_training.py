@@ -51,26 +51,63 @@ def test_run_writes_metrics_and_exports(tmp_path):
     assert [e for e, _ in _losses(tmp_path)] == [0, 1]
 
 
+def _state(model):
+    """Every weight and optimizer variable (momentum buffers included)."""
+    return [(v.name, keras.ops.convert_to_numpy(v))
+            for v in model.weights + model.optimizer.variables]
+
+
 class _Interrupt(keras.callbacks.Callback):
+    """Records the state, then kills the run as epoch 1 begins."""
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:
+            self.states.append(_state(self.model))
             raise KeyboardInterrupt("simulated preemption")
+
+
+class _Record(keras.callbacks.Callback):
+    """Records the state as the first resumed epoch begins."""
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if len(self.states) == 1:
+            self.states.append(_state(self.model))
 
 
 def test_interrupted_run_resumes(tmp_path, monkeypatch):
     config = _smoke_config(tmp_path, epochs=3)
     baseline_method = methods.get("baseline")
+    states = []
     monkeypatch.setattr(baseline_method, "callbacks",
-                        lambda context: [_Interrupt()])
+                        lambda context: [_Interrupt(states)])
     with pytest.raises(KeyboardInterrupt):
         training.run(config)
     assert [e for e, _ in _losses(tmp_path)] == [0]
-    monkeypatch.undo()
+    monkeypatch.setattr(baseline_method, "callbacks",
+                        lambda context: [_Record(states)])
     training.run(config)
+    monkeypatch.undo()
     # Epoch 0 is not trained again; the optimizer counted every step once.
     assert [e for e, _ in _losses(tmp_path)] == [0, 1, 2]
     model = keras.models.load_model(tmp_path / "model.keras")
     assert int(model.optimizer.iterations) == 3 * config.steps_per_epoch
+    # The restore gives back exactly what the kill interrupted: weights, BN
+    # statistics, step count and every momentum buffer (a resume that
+    # zeroed them would still count the epochs right).
+    killed, restored = states
+    momentums = [v for name, v in killed if "momentum" in name]
+    assert momentums and all(np.any(v) for v in momentums)
+    assert [name for name, _ in restored] == [name for name, _ in killed]
+    for (name, before), (_, after) in zip(killed, restored):
+        np.testing.assert_array_equal(after, before, name)
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
