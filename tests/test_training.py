@@ -240,6 +240,7 @@ def test_multi_worker_needs_tf_config(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     testing.run_local_workers(
         ["trainers.cifar", "--method=baseline", "--smoke",
