@@ -55,7 +55,7 @@ MUTATIONS = (
         "keras_compact/layers/cheap.py",
         "kernel[dh + 1, dw + 1, channel, 0] = 1.0",
         "kernel[1 - dh, 1 - dw, channel, 0] = 1.0",
-        ("tests/test_od.py",),
+        ("tests/test_od.py", "-k", "shift"),
         "OD Shift2D moves every channel the opposite way"),
     Mutation(
         "slimconv_flip",
@@ -63,28 +63,30 @@ MUTATIONS = (
         "ops.matmul(h, ops.flip(self.excite.kernel, axis=1))\n"
         "            + ops.flip(self.excite.bias, axis=0)",
         "ops.matmul(h, self.excite.kernel)\n            + self.excite.bias",
-        ("tests/test_slimconv.py",),
+        ("tests/test_slimconv.py", "-m", "not slow"),
         "SlimConv's lower path folds by w instead of flip(w)"),
     Mutation(
         "kd_temperature",
         "keras_compact/losses.py",
         "return kl * (temperature**2)",
         "return kl * temperature",
-        ("tests/test_knowledge_distillation.py", "tests/test_od.py"),
+        ("tests/test_knowledge_distillation.py", "tests/test_od.py", "-k",
+         "distillation or od_loss"),
         "distillation loss scaled by T instead of T^2"),
     Mutation(
         "od_replica_scaling_log",
         "keras_compact/methods/od.py",
         "self.loss_tracker.update_state(loss * distribute.num_replicas(),",
         "self.loss_tracker.update_state(loss,",
-        ("tests/test_od.py",),
+        ("tests/test_od.py::test_od_mirrored_strategy_matches_default",),
         "OD logs the replica-scaled loss (1/replicas of the real one)"),
     Mutation(
         "od_replica_scaling_regularizer",
         "keras_compact/methods/od.py",
         "loss += ops.sum(self.losses) / distribute.num_replicas()",
         "loss += ops.sum(self.losses)",
-        ("tests/test_od.py",),
+        ("tests/test_od.py::test_od_mirrored_strategy_matches_default",
+         "tests/test_od.py::test_od_loss_adds_regularization_of_any_student"),
         "OD adds the weight penalty once per replica (summed, not averaged)"),
     Mutation(
         "reinforce_sign",
@@ -92,7 +94,7 @@ MUTATIONS = (
         "loss = -log_prob * advantage - self.entropy_coeff * entropy",
         "loss = log_prob * advantage - self.entropy_coeff * entropy",
         # The slow search test is the aps tier's; the default ones suffice.
-        ("tests/test_aps.py", "-m", "not slow"),
+        ("tests/test_aps.py", "-m", "not slow", "-k", "controller or search"),
         "APS controller descends the reward (REINFORCE sign flipped)"),
     Mutation(
         "mirrored_gradient_sum",
@@ -210,6 +212,18 @@ def main(argv=None):
         parser.error(f"unknown mutation {', '.join(unknown)}. Valid: "
                      f"{', '.join(by_name)}")
     _restore_on_signals()
+    try:
+        rows = _run(names, by_name, args.timeout)
+    except KeyboardInterrupt:
+        print("interrupted: the copy was restored and removed",
+              file=sys.stderr)
+        return 130
+    _report(rows, by_name)
+    caught = sum(outcome == "caught" for _, outcome, _, _ in rows)
+    return 0 if caught == len(rows) else 1
+
+
+def _run(names, by_name, timeout):
     rows = []
     with tempfile.TemporaryDirectory(prefix="keras_compact_mutate_") as tree:
         copy_tree(tree)
@@ -219,7 +233,7 @@ def main(argv=None):
             if mutation.tests not in passing:
                 print(f"{name}: its tests, unmutated ...", file=sys.stderr,
                       flush=True)
-                code, tail = _pytest(mutation.tests, tree, args.timeout)
+                code, tail = _pytest(mutation.tests, tree, timeout)
                 passing[mutation.tests] = (code == 0, tail)
             if not passing[mutation.tests][0]:
                 # A failure would prove nothing about the mutant.
@@ -229,10 +243,14 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
                 continue
             print(f"{name}: running ...", file=sys.stderr, flush=True)
-            outcome, seconds, detail = run_one(mutation, tree, args.timeout)
+            outcome, seconds, detail = run_one(mutation, tree, timeout)
             print(f"{name}: {outcome} ({seconds:.0f} s) {detail}",
                   file=sys.stderr, flush=True)
             rows.append((name, outcome, seconds, detail))
+    return rows
+
+
+def _report(rows, by_name):
     print("| mutation | bug | result | seconds | last line of pytest |")
     print("|---|---|---|---|---|")
     for name, outcome, seconds, detail in rows:
@@ -240,7 +258,6 @@ def main(argv=None):
               f"| {detail.replace('|', '/')} |")
     caught = sum(outcome == "caught" for _, outcome, _, _ in rows)
     print(f"\n{caught} of {len(rows)} mutants caught")
-    return 0 if caught == len(rows) else 1
 
 
 if __name__ == "__main__":
