@@ -559,6 +559,13 @@ def test_od_loss_adds_regularization_of_any_student():
     np.testing.assert_allclose(
         float(model.od_loss(y, students, teacher)) - float(base), penalty,
         rtol=1e-5)
+    # Under 2 replicas each replica's objective, penalty included, is
+    # halved, so that the all-reduce sum of the gradients averages them.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    per_replica = strategy.run(lambda: model.od_loss(y, students, teacher))
+    for value in strategy.experimental_local_results(per_replica):
+        np.testing.assert_allclose(float(value), (float(base) + penalty) / 2,
+                                   rtol=1e-5)
     with pytest.raises(ValueError, match="no GlobalAveragePooling2D"):
         od.OnlineDistillationModel([keras.Sequential(
             [keras.Input(SHAPE), keras.layers.Flatten(),
