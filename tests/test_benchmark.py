@@ -96,7 +96,6 @@ def test_gathered_form_has_the_grouped_convs_macs():
 
 
 def _torch_models():
-    pytest.importorskip("torch")
     from tools import torch_models
 
     return torch_models

@@ -30,6 +30,7 @@ def _slow_grouped_convs(model):
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 @pytest.mark.parametrize("arch", models.names())
 def test_registered_archs_use_the_fast_grouped_conv(arch):
     model = _build(lambda shape: models.build(arch, shape, 10))

@@ -330,6 +330,7 @@ def _run_workers(workdir, shards, epochs):
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 def test_two_workers_train_resume_and_agree(shards, tmp_path):
     _run_workers(tmp_path, shards, epochs=1)
     assert [e for e, _ in _losses(tmp_path)] == [0]

@@ -7,14 +7,13 @@ import os
 import keras
 import numpy as np
 import pytest
+from ai_edge_litert import interpreter as litert
 
 from keras_compact import export
 from keras_compact import layers
 from keras_compact.models import blocks
 from tests import test_slimconv
 from tests import testing
-
-litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 
 def _slim_model(activation="relu", reduction=8):

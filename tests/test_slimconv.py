@@ -9,6 +9,7 @@ import tempfile
 import keras
 import numpy as np
 import pytest
+from ai_edge_litert import interpreter
 
 from configs import slimconv as slimconv_config
 from keras_compact import export
@@ -347,7 +348,6 @@ def _tiny_slim_model():
 def _check_litert(model, input_shape):
     x = np.random.normal(size=(3, *input_shape)).astype("float32")
     testing.run_litert_export_test(model, x, atol=1e-4)
-    interpreter = pytest.importorskip("ai_edge_litert.interpreter")
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     with tempfile.TemporaryDirectory() as tmp:
         path = export.to_litert(
@@ -380,6 +380,7 @@ def test_litert_float32_matches_and_int8_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 def test_litert_sc_resnet20():
     _check_litert(_small_sc_model(), (16, 16, 3))
 

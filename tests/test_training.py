@@ -1,6 +1,7 @@
 """The training run end to end: metrics, resume, bad input, distribution."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -50,26 +51,63 @@ def test_run_writes_metrics_and_exports(tmp_path):
     assert [e for e, _ in _losses(tmp_path)] == [0, 1]
 
 
+def _state(model):
+    """Every weight and optimizer variable (momentum buffers included)."""
+    return [(v.name, keras.ops.convert_to_numpy(v))
+            for v in model.weights + model.optimizer.variables]
+
+
 class _Interrupt(keras.callbacks.Callback):
+    """Records the state, then kills the run as epoch 1 begins."""
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:
+            self.states.append(_state(self.model))
             raise KeyboardInterrupt("simulated preemption")
+
+
+class _Record(keras.callbacks.Callback):
+    """Records the state as the first resumed epoch begins."""
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if len(self.states) == 1:
+            self.states.append(_state(self.model))
 
 
 def test_interrupted_run_resumes(tmp_path, monkeypatch):
     config = _smoke_config(tmp_path, epochs=3)
     baseline_method = methods.get("baseline")
+    states = []
     monkeypatch.setattr(baseline_method, "callbacks",
-                        lambda context: [_Interrupt()])
+                        lambda context: [_Interrupt(states)])
     with pytest.raises(KeyboardInterrupt):
         training.run(config)
     assert [e for e, _ in _losses(tmp_path)] == [0]
-    monkeypatch.undo()
+    monkeypatch.setattr(baseline_method, "callbacks",
+                        lambda context: [_Record(states)])
     training.run(config)
+    monkeypatch.undo()
     # Epoch 0 is not trained again; the optimizer counted every step once.
     assert [e for e, _ in _losses(tmp_path)] == [0, 1, 2]
     model = keras.models.load_model(tmp_path / "model.keras")
     assert int(model.optimizer.iterations) == 3 * config.steps_per_epoch
+    # The restore gives back exactly what the kill interrupted: weights, BN
+    # statistics, step count and every momentum buffer (a resume that
+    # zeroed them would still count the epochs right).
+    killed, restored = states
+    momentums = [v for name, v in killed if "momentum" in name]
+    assert momentums and all(np.any(v) for v in momentums)
+    assert [name for name, _ in restored] == [name for name, _ in killed]
+    for (name, before), (_, after) in zip(killed, restored):
+        np.testing.assert_array_equal(after, before, name)
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
@@ -134,21 +172,60 @@ def test_step_schedule_with_warmup():
                                rtol=1e-5)
 
 
-def test_mirrored_matches_default_strategy(tmp_path):
-    """2 logical CPUs, same global batch: same losses as one device.
+def _train_on_halves(monkeypatch, workdir, strategy, copies):
+    """`training.run` on 4 fixed half batches, each repeated `copies` times.
 
-    BN normalises each replica's half batch on its own, so the losses agree
-    to a tolerance, not bit for bit.
+    Returns the losses of log.csv and the saved model.
     """
-    runs = {}
-    for name in ("default", "mirrored"):
-        config = _smoke_config(tmp_path / name, strategy=name, batch_size=64,
-                               steps_per_epoch=2, lr=0.02, augment=False,
-                               train_subset=256)
-        training.run(config)
-        runs[name] = [loss for _, loss in _losses(tmp_path / name)]
-    np.testing.assert_allclose(runs["mirrored"], runs["default"], rtol=0.03)
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    halves = [(rng.normal(size=(8, 32, 32, 3)).astype("float32"),
+               rng.integers(0, 10, 8)) for _ in range(4)]
+    x = np.concatenate([np.concatenate([h[0]] * copies) for h in halves])
+    y = np.concatenate([np.concatenate([h[1]] * copies) for h in halves])
+    load_data = training.load_data
+
+    def fixed_batches(config, strategy):
+        splits = load_data(config, strategy)
+        train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8 * copies)
+        return dataclasses.replace(splits, train=train)
+
+    monkeypatch.setattr(training, "load_data", fixed_batches)
+    training.run(_smoke_config(workdir, arch="smallnet3", strategy=strategy,
+                               batch_size=8 * copies, steps_per_epoch=2))
+    monkeypatch.undo()
+    return ([loss for _, loss in _losses(workdir)],
+            keras.models.load_model(workdir / "model.keras"))
+
+
+def test_mirrored_on_identical_halves_equals_default_strategy(
+        tmp_path, monkeypatch):
+    """2 replicas, each given the same half batch, vs one device on it.
+
+    Each replica then runs the same kernels on the same values as the
+    single-device step, BN included (its batch statistics are the half's),
+    and the cross-replica mean of two equal gradients (g/2 + g/2) is exact
+    in binary floating point: the runs are bit for bit equal (measured with
+    oneDNN on and off, 1 and 2 threads). The tolerances only admit a few
+    ulp, should a kernel's reduction order ever depend on thread
+    scheduling; a gradient summed instead of averaged over the replicas
+    doubles every update and fails by far.
+    """
     assert distribute.get("mirrored").num_replicas_in_sync == 2
+    default_losses, default = _train_on_halves(
+        monkeypatch, tmp_path / "default", "default", copies=1)
+    mirrored_losses, mirrored = _train_on_halves(
+        monkeypatch, tmp_path / "mirrored", "mirrored", copies=2)
+    np.testing.assert_allclose(mirrored_losses, default_losses, rtol=1e-6)
+    assert int(mirrored.optimizer.iterations) == 4
+    pairs = list(zip(default.weights + default.optimizer.variables,
+                     mirrored.weights + mirrored.optimizer.variables))
+    assert len(pairs) > len(default.weights)  # momentum buffers compared
+    for a, b in pairs:
+        a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        np.testing.assert_allclose(b, a, rtol=0,
+                                   atol=1e-6 * max(np.abs(a).max(), 1e-3))
 
 
 def test_tpu_without_a_tpu_fails_clearly():
@@ -163,6 +240,7 @@ def test_multi_worker_needs_tf_config(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     testing.run_local_workers(
         ["trainers.cifar", "--method=baseline", "--smoke",

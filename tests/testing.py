@@ -9,7 +9,7 @@ import tempfile
 
 import keras
 import numpy as np
-import pytest
+from ai_edge_litert import interpreter as litert
 
 
 def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
@@ -68,8 +68,7 @@ def run_model_saving_test(model, input_data, atol=1e-6):
 
 def run_litert(path, input_data):
     """Runs a `.tflite` file with the LiteRT interpreter, one image a call."""
-    interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
-    interpreter = interpreter_module.Interpreter(model_path=path)
+    interpreter = litert.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
