@@ -90,11 +90,10 @@ MUTATIONS = (
         "OD adds the weight penalty once per replica (summed, not averaged)"),
     Mutation(
         "reinforce_sign",
-        "keras_compact/methods/aps.py",
+        "keras_compact/methods/aps/search.py",
         "loss = -log_prob * advantage - self.entropy_coeff * entropy",
         "loss = log_prob * advantage - self.entropy_coeff * entropy",
-        # The slow search test is the aps tier's; the default ones suffice.
-        ("tests/test_aps.py", "-m", "not slow", "-k", "controller or search"),
+        ("tests/test_aps_controller.py", "-k", "reinforce"),
         "APS controller descends the reward (REINFORCE sign flipped)"),
     Mutation(
         "mirrored_gradient_sum",
