@@ -88,7 +88,7 @@ def _parse(text, current, key):
         return text.lower() in ("true", "1")
     if isinstance(current, (tuple, list)):
         items = [s for s in text.replace(";", ",").split(",") if s]
-        kind = type(current[0]) if current else str
+        kind = type(current[0]) if current else _kind(items)
         return tuple(kind(float(s)) if kind is int else kind(s)
                      for s in items)
     if isinstance(current, int):
@@ -96,3 +96,14 @@ def _parse(text, current, key):
     if isinstance(current, float):
         return float(text)
     return text
+
+
+def _kind(items):
+    """The type of an empty tuple field's new items: int, float or str."""
+    for kind in (int, float):
+        try:
+            [kind(s) for s in items]
+            return kind
+        except ValueError:
+            continue
+    return str

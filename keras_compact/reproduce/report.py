@@ -1,0 +1,211 @@
+"""A table's results: our mean +- std over seeds beside the paper's number.
+
+`collect` reads `WORKDIR/<table>/<row>/seed<k>/metrics.json` (what the
+trainer writes) into one entry per row; rows without a finished seed are
+kept and shown as missing. `markdown` and `write` turn the entries into
+`<table>.md`, `<table>.json` and the Pareto plots.
+
+Example:
+
+>>> summary([0.91, 0.93])
+(92.0, 1.414..., 2)
+"""
+
+import math
+import os
+import statistics
+
+import tensorflow as tf
+
+from keras_compact import files
+from keras_compact.reproduce import runner
+
+# Seed-folder files: the trainer's results, the runner's failure record.
+METRICS = "metrics.json"
+ERROR = "error.txt"
+# Row-folder file: LiteRT size and latency of the first finished seed.
+LATENCY = "latency.json"
+
+
+def summary(accuracies):
+    """`(mean, sample std, n)` in % of accuracies in [0, 1]; std is None
+    below two seeds."""
+    values = [100 * a for a in accuracies]
+    if not values:
+        return None, None, 0
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std, len(values)
+
+
+def _read(path):
+    return files.read_json(path) if tf.io.gfile.exists(path) else None
+
+
+def _error(directory):
+    path = os.path.join(directory, ERROR)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return f.read().strip().splitlines()[0]
+
+
+def collect(table, options):
+    """One dict per selected row: ours, the paper's, size and speed."""
+    entries = []
+    for row in table.select(options.rows):
+        runs, errors = [], []
+        for seed in range(options.seeds):
+            directory = runner.seed_dir(options, table, row, seed)
+            metrics = _read(os.path.join(directory, METRICS))
+            if metrics is not None:
+                runs.append(metrics)
+            elif _error(directory):
+                errors.append(f"seed{seed}: {_error(directory)}")
+        mean, std, count = summary([m["test_accuracy"] for m in runs])
+        int8 = [m["int8_accuracy"] for m in runs if "int8_accuracy" in m]
+        int8_mean, _, _ = summary(int8)
+        entry = {
+            "row": row.name, "label": row.label, "method": row.method,
+            "status": ("missing" if not runs else
+                       "done" if count == options.seeds else "partial"),
+            "seeds": count, "seeds_wanted": options.seeds,
+            "accuracy_mean": mean, "accuracy_std": std,
+            "accuracies": [100 * m["test_accuracy"] for m in runs],
+            "paper": row.paper, "paper_std": row.paper_std,
+            "paper_note": row.note,
+            "params": runs[0]["params"] if runs else None,
+            "macs": runs[0]["macs"] if runs else None,
+            "epochs": runs[0]["epochs"] if runs else None,
+            "dataset": runs[0]["dataset"] if runs else None,
+            "int8_accuracy": int8_mean,
+            "errors": errors,
+        }
+        entry.update(_read(os.path.join(runner.row_dir(options, table, row),
+                                        LATENCY)) or {})
+        entries.append(entry)
+    return entries
+
+
+def measure_latency(table, options, threads=1):
+    """Writes `<row>/latency.json` (LiteRT float32 and int8 batch-1 latency
+    in ms and `.tflite` sizes) for rows with a finished seed and none yet.
+    """
+    import keras
+
+    from keras_compact import benchmarking
+
+    for row in table.select(options.rows):
+        path = os.path.join(runner.row_dir(options, table, row), LATENCY)
+        if tf.io.gfile.exists(path):
+            continue
+        for seed in range(options.seeds):
+            directory = runner.seed_dir(options, table, row, seed)
+            if runner.finished(directory):
+                break
+        else:
+            continue
+        model = keras.models.load_model(
+            os.path.join(directory, "deployable.keras"), compile=False)
+        latency = {}
+        for quantization in ("float32", "int8"):
+            ms, size = benchmarking.litert_latency(model, quantization,
+                                                   threads=threads)
+            latency[f"latency_ms_{quantization}"] = ms
+            latency[f"tflite_bytes_{quantization}"] = size
+        files.write_json(path, latency)
+
+
+def _number(value, digits=2):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _accuracy(entry):
+    if entry["status"] == "missing":
+        return "failed" if entry["errors"] else "missing"
+    text = _number(entry["accuracy_mean"])
+    if entry["accuracy_std"] is not None:
+        text += f" ± {entry['accuracy_std']:.2f}"
+    return f"{text} (n={entry['seeds']}/{entry['seeds_wanted']})"
+
+
+def _paper(entry):
+    if entry["paper"] is None:
+        return "—"
+    text = _number(entry["paper"])
+    if entry["paper_std"] is not None:
+        text += f" ± {entry['paper_std']:.2f}"
+    return text
+
+
+def _count(value, scale, digits):
+    return "—" if value is None else f"{value / scale:.{digits}f}"
+
+
+COLUMNS = (
+    ("row", lambda e: e["label"]),
+    ("ours top-1 % (mean ± std)", _accuracy),
+    ("paper top-1 %", _paper),
+    ("params (M)", lambda e: _count(e["params"], 1e6, 3)),
+    ("MACs (M)", lambda e: _count(e["macs"], 1e6, 2)),
+    (".tflite (KB)", lambda e: _count(e.get("tflite_bytes_float32"), 1e3,
+                                      0)),
+    ("LiteRT f32 ms", lambda e: _number(e.get("latency_ms_float32"), 3)),
+    ("LiteRT int8 ms", lambda e: _number(e.get("latency_ms_int8"), 3)),
+    ("int8 top-1 %", lambda e: _number(e["int8_accuracy"])),
+    ("paper source", lambda e: e["paper_note"]),
+)
+
+
+def markdown(table, entries, options):
+    """The table as Markdown, with what was run and how."""
+    datasets = sorted({e["dataset"] for e in entries if e["dataset"]})
+    epochs = sorted({e["epochs"] for e in entries if e["epochs"]})
+    lines = [
+        f"## {table.title}",
+        "",
+        f"Paper: {table.source}; its numbers are on {table.dataset}. Ours: "
+        f"{', '.join(datasets) or 'nothing finished yet'}, "
+        f"{options.seeds} seeds (0..{options.seeds - 1}), epochs "
+        f"{', '.join(map(str, epochs)) or '—'}"
+        f"{', budget ' + options.budget if options.budget else ''}"
+        f"{', smoke recipes' if options.smoke else ''}. Ours is the last "
+        "epoch's test top-1 of the deployable model, mean ± sample std "
+        "over the finished seeds; LiteRT latency is batch 1, 1 thread, on "
+        "this machine.",
+        "",
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for entry in entries:
+        lines.append("| " + " | ".join(cell(entry) for _, cell in COLUMNS)
+                     + " |")
+    failures = [f"- {e['label']}: {error}" for e in entries
+                for error in e["errors"]]
+    if failures:
+        lines += ["", "Failed runs (rerun the command to retry):", *failures]
+    return "\n".join(lines) + "\n"
+
+
+def write(table, options, entries):
+    """Writes `<workdir>/<table>.md`, `.json` and the two Pareto PNGs;
+    returns their paths."""
+    from keras_compact.reproduce import plots
+
+    prefix = os.path.join(options.workdir, table.name)
+    tf.io.gfile.makedirs(options.workdir)
+    written = [f"{prefix}.md", f"{prefix}.json"]
+    with files.atomic_write(written[0]) as path:
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(markdown(table, entries, options))
+    files.write_json(written[1], {
+        "table": table.name, "title": table.title, "source": table.source,
+        "paper_dataset": table.dataset, "seeds": options.seeds,
+        "budget": options.budget, "smoke": options.smoke,
+        "rows": [{k: _finite(v) for k, v in e.items()} for e in entries]})
+    written += plots.pareto(table, entries, prefix)
+    return written
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) \
+        else value
