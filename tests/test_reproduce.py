@@ -329,3 +329,26 @@ def test_an_unfinished_run_with_another_config_is_refused(tmp_path):
     result = _reproduce(*flags, "--set=lr=0.5")
     assert result.returncode == 2
     assert "lr" in result.stderr.splitlines()[-1]
+
+
+def test_the_time_estimate_is_flops_over_the_assumed_rate(tmp_path):
+    from keras_compact.reproduce import estimate
+
+    table = tables.get("od_cifar10")
+    options = _options(tmp_path, seeds=5, rows=("resnet56",
+                                                "shift_students4"))
+    resnet56, shift4 = estimate.table_hours(table, options, tflops=8)
+    # ResNet-56: 125,747,840 MACs x 6 x 50k images x 164 epochs.
+    flops = 6 * 125_747_840 * 50_000 * 164
+    assert (resnet56.training_macs, resnet56.epochs) == (125_747_840, 164)
+    assert resnet56.petaflops == pytest.approx(flops / 1e15, rel=1e-12)
+    assert resnet56.hours == pytest.approx(flops / 8e12 / 3600, rel=1e-12)
+    # Four Shift-ResNet-56 students (15,385,216 MACs each) on the 90% of
+    # the training set left by the validation split, at OD's measured
+    # utilisation relative to the ResNet's.
+    assert (shift4.training_macs, shift4.images) == (4 * 15_385_216, 45_000)
+    assert shift4.hours == pytest.approx(
+        6 * 4 * 15_385_216 * 45_000 * 300
+        / (8e12 * estimate.RELATIVE_UTILISATION["od"]) / 3600, rel=1e-12)
+    text = estimate.markdown(table, [resnet56, shift4], 5, 8)
+    assert text.startswith("### od_cifar10: about 3.3 h for 5 seeds")

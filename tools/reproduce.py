@@ -7,6 +7,7 @@
   python -m tools.reproduce --table=xnets_cifar10 --budget=30m \
       --strategy=mirrored --rows=x_densenet_bc_40_24_2,densenet_bc_40_24
   python -m tools.reproduce --table=expandnets_cifar10 --smoke --seeds=2
+  python -m tools.reproduce --table=xnets_cifar10 --estimate --seeds=5
 
 Each row runs as `trainers.cifar` would run it (the row's recipe, then its
 overrides, then these flags) in WORKDIR/<table>/<row>/seed<k>. Started
@@ -46,6 +47,12 @@ flags.DEFINE_bool("latency", True, "Measure LiteRT latency and .tflite "
                   "size of every finished row.")
 flags.DEFINE_bool("report_only", False, "Only write the table from the "
                   "finished runs (e.g. on one host after a multi-host run).")
+flags.DEFINE_bool("estimate", False, "Print each row's training FLOPs and "
+                  "the expected time on one accelerator instead of "
+                  "training (docs/reproduce.md).")
+flags.DEFINE_float("tflops", 0.0, "Effective accelerator TFLOP/s for "
+                   "--estimate (0: an A100's assumed 8 on CIFAR, 60 on "
+                   "ImageNet).")
 flags.DEFINE_list("set", [], "More config overrides for every row: "
                   "key=value,key=value (lists use ';').")
 # Trainer flags passed to every row (empty: the recipe's value).
@@ -84,6 +91,16 @@ def _options():
         rows=tuple(FLAGS.rows), sets=tuple(sets))
 
 
+def _estimate(names, options):
+    from keras_compact.reproduce import estimate
+
+    for name in names:
+        table = reproduce.tables.get(name)
+        estimates = estimate.table_hours(table, options, FLAGS.tflops)
+        print(estimate.markdown(table, estimates, options.seeds,
+                                FLAGS.tflops))
+
+
 def run_tables(names, options, latency=True, train=True):
     """Runs (unless `train` is False) and reports each table; prints the
     Markdown and returns the files written."""
@@ -114,6 +131,9 @@ def main(argv):
         if not FLAGS.table:
             raise UsageError("Give --table=NAME (or --list). Valid tables: "
                              f"{', '.join(reproduce.tables.names())}.")
+        if FLAGS.estimate:
+            _estimate(FLAGS.table, _options())
+            return
         for path in run_tables(FLAGS.table, _options(), FLAGS.latency,
                                train=not FLAGS.report_only):
             print(f"wrote {path}")
