@@ -349,6 +349,6 @@ def test_the_time_estimate_is_flops_over_the_assumed_rate(tmp_path):
     assert (shift4.training_macs, shift4.images) == (4 * 15_385_216, 45_000)
     assert shift4.hours == pytest.approx(
         6 * 4 * 15_385_216 * 45_000 * 300
-        / (8e12 * estimate.RELATIVE_UTILISATION["od"]) / 3600, rel=1e-12)
+        / (8e12 * 29.7 / 75.9) / 3600, rel=1e-12)
     text = estimate.markdown(table, [resnet56, shift4], 5, 8)
     assert text.startswith("### od_cifar10: about 3.3 h for 5 seeds")

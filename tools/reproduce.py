@@ -26,6 +26,7 @@ from absl import logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_compact import distribute  # noqa: E402
 from keras_compact import reproduce  # noqa: E402
 from keras_compact.errors import UsageError  # noqa: E402
 
@@ -111,6 +112,8 @@ def run_tables(names, options, latency=True, train=True):
     for table in tables:
         if train:
             reproduce.runner.run(table, options)
+        if distribute.worker_index():  # several hosts: the first reports
+            continue
         if latency:
             reproduce.report.measure_latency(table, options)
         entries = reproduce.report.collect(table, options)

@@ -23,11 +23,20 @@ import math
 
 from keras_compact.reproduce import runner
 
-# Model-FLOP utilisation of each method's training on this CPU relative to
-# the plain ResNet-20's 75.9% (BENCHMARKS.md, quiet machine, 2026-11-22).
-RELATIVE_UTILISATION = {"baseline": 1.0, "slimconv": 33.2 / 75.9,
-                        "aps": 58.7 / 75.9, "od": 29.7 / 75.9,
-                        "expandnet": 62.2 / 75.9, "xnet": 56.5 / 75.9}
+# Model-FLOP utilisation (%) of each method's training on this CPU
+# (BENCHMARKS.md, quiet machine, 2026-11-22); "densenet" is the dense
+# DenseNet-BC-40-24 of the baseline method. Divided by the plain
+# ResNet's 75.9% it scales the assumed throughput down.
+UTILISATION = {"baseline": 75.9, "slimconv": 33.2, "aps": 58.7, "od": 29.7,
+               "expandnet": 62.2, "xnet": 56.5, "densenet": 56.6}
+
+
+def relative_utilisation(config):
+    key = ("densenet" if config.method == "baseline"
+           and config.arch.startswith("densenet") else config.method)
+    return UTILISATION[key] / UTILISATION["baseline"]
+
+
 # Effective TFLOP/s assumed for one A100 in mixed precision: CIFAR-sized
 # convs (16-64 channels at 8-32 px) keep it far from its 312 TFLOP/s
 # tensor peak (8: ResNet-56 at ~10k images/s), ImageNet ResNets get closer
@@ -54,13 +63,18 @@ class Estimate:
 
 
 def training_macs(config):
-    """Forward MACs per image of what `config` trains (expanded nets, all
-    OD students, the student of a KD row plus its teacher's forward)."""
+    """Forward MACs per image that training `config` executes (expanded
+    nets, all OD students, masked X-Nets as dense; a KD row's teacher is
+    added by the caller)."""
     from keras_compact import methods
     from keras_compact import profiling
 
     shape, classes = INPUT_SHAPES[config.dataset]
     config = config.copy_and_resolve_references()
+    if config.method == "xnet" and config.expander_impl == "masked":
+        # The masked form runs the dense convolutions (zeros included).
+        config.method = "baseline"
+        config.arch = config.arch.removeprefix("x_")
     if config.get("teacher"):
         config.teacher = ""  # the teacher's forward: a third of its training
     model = methods.get(config.method).build_model(config, shape, classes)
@@ -89,7 +103,7 @@ def row_estimate(table, row, options, tflops, teacher_macs=0):
         macs = training_macs(config) + teacher_macs // 3
     flops = 6 * macs * images * config.epochs + search
     rate = ((tflops or ASSUMED_TFLOPS[dataset]) * 1e12
-            * RELATIVE_UTILISATION[row.method])
+            * relative_utilisation(config))
     seconds = max(flops / rate, (images * config.epochs + search / 6 / macs)
                   / PIPELINE_IMAGES_PER_SECOND)
     return Estimate(row.name, macs, config.epochs, images, flops / 1e15,
