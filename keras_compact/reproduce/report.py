@@ -7,8 +7,9 @@ kept and shown as missing. `markdown` and `write` turn the entries into
 
 Example:
 
->>> summary([0.91, 0.93])
-(92.0, 1.414..., 2)
+>>> mean, std, n = summary([0.91, 0.93])
+>>> round(mean, 6), round(std, 4), n
+(92.0, 1.4142, 2)
 """
 
 import math

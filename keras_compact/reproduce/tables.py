@@ -158,12 +158,17 @@ def _expandnets_rows(dataset):
     return tuple(rows)
 
 
-for _dataset, _classes in (("cifar10", "10"), ("cifar100", "100")):
-    register(Table(
-        f"expandnets_cifar{_classes}",
-        f"ExpandNets: SmallNet vs ExpandNets (r=4), CIFAR-{_classes}",
-        _dataset, _expandnets_rows(_dataset),
-        "Guo et al., ExpandNets, NeurIPS 2020, Table 1 / S1 / S3"))
+def _register_cifar(prefix, title, rows, source):
+    """`<prefix>_cifar10` and `<prefix>_cifar100`; `rows(dataset)`."""
+    for dataset, classes in (("cifar10", "10"), ("cifar100", "100")):
+        register(Table(f"{prefix}_cifar{classes}",
+                       f"{title}, CIFAR-{classes}", dataset, rows(dataset),
+                       source))
+
+
+_register_cifar("expandnets", "ExpandNets: SmallNet vs ExpandNets (r=4)",
+                _expandnets_rows,
+                "Guo et al., ExpandNets, NeurIPS 2020, Table 1 / S1 / S3")
 
 
 # -- X-Nets (Prabhu et al., ECCV 2018), README "Results on CIFAR" ----------
@@ -198,12 +203,9 @@ def _xnets_rows(dataset):
     return tuple(rows)
 
 
-for _dataset, _classes in (("cifar10", "10"), ("cifar100", "100")):
-    register(Table(
-        f"xnets_cifar{_classes}",
-        f"X-Nets: X-DenseNet-BC-40-k-2 vs dense, CIFAR-{_classes}",
-        _dataset, _xnets_rows(_dataset),
-        "Prabhu et al., Deep Expander Networks, ECCV 2018, CIFAR results"))
+_register_cifar(
+    "xnets", "X-Nets: X-DenseNet-BC-40-k-2 vs dense", _xnets_rows,
+    "Prabhu et al., Deep Expander Networks, ECCV 2018, CIFAR results")
 
 
 # -- SlimConv (Qiu et al., IEEE TIP 2021) ------------------------------------
@@ -249,6 +251,17 @@ register(Table(
     "Qiu et al., SlimConv, IEEE TIP 2021, README ImageNet table"))
 
 
+# -- The CIFAR-10 ResNet baselines (He et al., 2016, Table 6) ---------------
+
+_HE_TOP1 = {20: 91.25, 56: 93.03}
+
+
+def _resnet(depth):
+    return Row(f"resnet{depth}", f"ResNet-{depth}", "baseline",
+               _options(arch=f"resnet{depth}"), paper=_HE_TOP1[depth],
+               note="He et al. 2016")
+
+
 # -- Cheap convolutions + online distillation (Xie et al.) ------------------
 
 _OD_NOTE = "paper table not retrieved (specs/od_cheap.md 4)"
@@ -256,9 +269,7 @@ register(Table(
     "od_cifar10",
     "OD: ResNet-56 cheap-conv students, 1 vs 4, CIFAR-10",
     "cifar10",
-    (Row("resnet56", "ResNet-56", "baseline", _options(arch="resnet56"),
-         paper=93.03, note="He et al. 2016"),)
-    + tuple(Row(f"{block}_students{count}",
+    (_resnet(56),) + tuple(Row(f"{block}_students{count}",
                 f"{title}-ResNet-56 x{count}", "od",
                 _options(block=block, students=str(count)),
                 note=_OD_NOTE)
@@ -276,15 +287,13 @@ register(Table(
     "aps_cifar10",
     "APS: searched ResNet widths at 20.6M / 60.3M MACs, CIFAR-10",
     "cifar10",
-    (Row("resnet20", "ResNet-20", "baseline", _options(arch="resnet20"),
-         paper=91.25, note="He et al. 2016"),
+    (_resnet(20),
      Row("resnet20_20.6M_searched", "APS ResNet-20 20.6M (searched)", "aps",
          _options(arch="resnet20", max_macs="2.06e7"), note=_APS_NOTE),
      Row("resnet20_20.6M_shipped", "APS ResNet-20 20.6M (shipped)", "aps",
          _options(arch="resnet20", phase="train", widths="resnet20_20.6M",
                   validation_split="0"), note=_APS_NOTE),
-     Row("resnet56", "ResNet-56", "baseline", _options(arch="resnet56"),
-         paper=93.03, note="He et al. 2016"),
+     _resnet(56),
      Row("resnet56_60.3M_searched", "APS ResNet-56 60.3M (searched)", "aps",
          _options(arch="resnet56", max_macs="6.03e7"), note=_APS_NOTE),
      Row("resnet56_60.3M_shipped", "APS ResNet-56 60.3M (shipped)", "aps",
