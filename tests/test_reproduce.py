@@ -352,3 +352,56 @@ def test_the_time_estimate_is_flops_over_the_assumed_rate(tmp_path):
         / (8e12 * 29.7 / 75.9) / 3600, rel=1e-12)
     text = estimate.markdown(table, [resnet56, shift4], 5, 8)
     assert text.startswith("### od_cifar10: about 3.3 h for 5 seeds")
+
+
+def test_claims_are_judged_on_paired_seeds(tmp_path):
+    table = tables.get("evidence")
+    options = _options(tmp_path)
+    for seed, (ck_fc, cl_fc, compact) in enumerate(
+            ((0.80, 0.69, 0.70), (0.82, 0.62, 0.71), (0.84, 0.76, 0.72))):
+        _finish(options, table, "smallnet7_ck_fc", seed, ck_fc)
+        _finish(options, table, "smallnet7_cl_fc", seed, cl_fc)
+        _finish(options, table, "smallnet7_compact", seed, compact)
+    _finish(options, table, "sc_resnet20", 0, 0.9)
+    _finish(options, table, "resnet20", 0, 0.8)
+    _finish(options, table, "od_shift_resnet20_x4", 1, 0.9)
+    _finish(options, table, "od_shift_resnet20_x1", 2, 0.8)
+    results = {(r["row"], r["baseline"]): r
+               for r in report.claims(table, options)}
+    ck_fc = results["smallnet7_ck_fc", "smallnet7_compact"]
+    # Differences 10, 11, 12: mean 11, sd 1, t(0.975, 2) = 4.303.
+    assert ck_fc["seeds"] == 3
+    assert ck_fc["difference"] == pytest.approx(11.0, abs=1e-9)
+    half = 4.303 / 3 ** 0.5
+    assert ck_fc["ci95"] == pytest.approx([11 - half, 11 + half], abs=1e-9)
+    assert ck_fc["verdict"] == "supports"
+    # -1, -9, +4: the interval holds 0.
+    assert results["smallnet7_cl_fc", "smallnet7_compact"]["verdict"] == (
+        "cannot resolve")
+    assert results["sc_resnet20", "resnet20"]["verdict"] == (
+        "cannot resolve (one seed)")
+    # Seeds 1 and 2 are not a pair.
+    assert results["od_shift_resnet20_x4", "od_shift_resnet20_x1"][
+        "verdict"] == "not run yet"
+    text = report.markdown(table, report.collect(table, options), options)
+    assert ("| ExpandNets: CK+FC training beats the compact net "
+            "(smallnet7_ck_fc − smallnet7_compact) | 3 | +11.00 | "
+            "[+8.52, +13.48] | supports |") in text
+
+
+def test_a_claim_the_data_contradicts(tmp_path):
+    table = tables.get("evidence")
+    options = _options(tmp_path, seeds=2)
+    for seed, (aps, thin) in enumerate(((0.80, 0.85), (0.81, 0.87))):
+        _finish(options, table, "aps_resnet20_20.6M", seed, aps)
+        _finish(options, table, "resnet20_thin", seed, thin)
+    (result,) = [r for r in report.claims(table, options)
+                 if r["row"] == "aps_resnet20_20.6M"]
+    # -5 and -6: mean -5.5, sd 0.707, t(0.975, 1) = 12.706 -> [-11.9, 0.85].
+    assert result["verdict"] == "cannot resolve"
+    for seed, (aps, thin) in enumerate(((0.80, 0.85), (0.80, 0.85))):
+        _finish(options, table, "aps_resnet20_20.6M", seed, aps + seed / 1e3)
+        _finish(options, table, "resnet20_thin", seed, thin + seed / 1e3)
+    (result,) = [r for r in report.claims(table, options)
+                 if r["row"] == "aps_resnet20_20.6M"]
+    assert result["verdict"] == "contradicts"

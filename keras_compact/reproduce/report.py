@@ -87,6 +87,58 @@ def collect(table, options):
     return entries
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1..10); a
+# paired difference over n seeds has n - 1.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262,
+        2.228)
+
+
+def claims(table, options):
+    """Each claim's paired difference (row - baseline, % points, same
+    seeds), its 95% confidence interval and the verdict: "supports" if
+    the interval is above 0, "contradicts" if below, else "cannot
+    resolve"."""
+    results = []
+    for claim in table.claims:
+        pairs = []
+        for seed in range(options.seeds):
+            a, b = (_read(os.path.join(runner.seed_dir(
+                options, table, table.row(name), seed), METRICS))
+                for name in (claim.row, claim.baseline))
+            if a and b:
+                pairs.append(100 * (a["test_accuracy"] - b["test_accuracy"]))
+        result = {"claim": claim.text, "row": claim.row,
+                  "baseline": claim.baseline, "seeds": len(pairs),
+                  "difference": None, "ci95": None,
+                  "verdict": "not run yet" if not pairs else
+                  "cannot resolve (one seed)"}
+        if pairs:
+            result["difference"] = statistics.fmean(pairs)
+        if len(pairs) > 1:
+            half = (_T95[min(len(pairs), len(_T95) + 1) - 2]
+                    * statistics.stdev(pairs) / math.sqrt(len(pairs)))
+            low, high = result["difference"] - half, result[
+                "difference"] + half
+            result["ci95"] = [low, high]
+            result["verdict"] = ("supports" if low > 0 else "contradicts"
+                                 if high < 0 else "cannot resolve")
+        results.append(result)
+    return results
+
+
+def claims_markdown(results):
+    lines = ["| claim | seeds | difference (% points) | 95% CI | verdict |",
+             "|---|---:|---:|---|---|"]
+    for r in results:
+        ci = "—" if r["ci95"] is None else (
+            f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]")
+        difference = ("—" if r["difference"] is None else
+                      f"{r['difference']:+.2f}")
+        lines.append(f"| {r['claim']} ({r['row']} − {r['baseline']}) | "
+                     f"{r['seeds']} | {difference} | {ci} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def measure_latency(table, options, threads=1):
     """Writes `<row>/latency.json` (LiteRT float32 and int8 batch-1 latency
     in ms and `.tflite` sizes) for rows with a finished seed and none yet.
@@ -184,6 +236,10 @@ def markdown(table, entries, options):
                 for error in e["errors"]]
     if failures:
         lines += ["", "Failed runs (rerun the command to retry):", *failures]
+    if table.claims:
+        lines += ["", "Claims (paired by seed; 95% CI of the mean "
+                  "difference, Student's t):", "",
+                  claims_markdown(claims(table, options)).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -202,7 +258,8 @@ def write(table, options, entries):
         "table": table.name, "title": table.title, "source": table.source,
         "paper_dataset": table.dataset, "seeds": options.seeds,
         "budget": options.budget, "smoke": options.smoke,
-        "rows": [{k: _finite(v) for k, v in e.items()} for e in entries]})
+        "rows": [{k: _finite(v) for k, v in e.items()} for e in entries],
+        "claims": claims(table, options)})
     written += plots.pareto(table, entries, prefix)
     return written
 

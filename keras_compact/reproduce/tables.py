@@ -51,14 +51,25 @@ class Row:
 
 
 @dataclasses.dataclass(frozen=True)
+class Claim:
+    """A paper's claim that row `row` is more accurate than `baseline`."""
+
+    row: str
+    baseline: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Table:
-    """A paper's table: its rows on `dataset` (the paper's dataset)."""
+    """A paper's table: its rows on `dataset` (the paper's dataset), and
+    the claims its rows test (`Claim`s)."""
 
     name: str
     title: str
     dataset: str
     rows: tuple
     source: str
+    claims: tuple = ()
 
     def row(self, name):
         for row in self.rows:
@@ -356,4 +367,21 @@ register(Table(
      Row("densenet_bc_40_18", "DenseNet-BC-40-18 (thinned)", "baseline",
          _XNET_RECIPE + (("arch", "densenet_bc_40_18"),),
          note=_EVIDENCE_NOTE)),
-    "benchmarks/evidence.md"))
+    "benchmarks/evidence.md",
+    (Claim("smallnet7_ck_fc", "smallnet7_compact",
+           "ExpandNets: CK+FC training beats the compact net"),
+     Claim("smallnet7_cl_fc", "smallnet7_compact",
+           "ExpandNets: CL+FC training beats the compact net"),
+     Claim("sc_resnet20", "resnet20",
+           "SlimConv: Sc-ResNet-20 beats ResNet-20 at half the MACs"),
+     Claim("sc_resnet20", "resnet20_thin",
+           "SlimConv beats uniform thinning at the same MACs"),
+     Claim("aps_resnet20_20.6M", "resnet20_thin",
+           "APS widths beat uniform thinning at the same MACs"),
+     Claim("od_shift_resnet20_x4", "od_shift_resnet20_x1",
+           "OD: the best of 4 students beats one trained alone"),
+     Claim("x_densenet_bc_40_24_2", "densenet_bc_40_18",
+           "X-Nets beat a uniformly thinned DenseNet at the same MACs"),
+     Claim("densenet_bc_40_24", "x_densenet_bc_40_24_2",
+           "X-Nets lose accuracy against the dense DenseNet (the paper: "
+           "little)"))))
