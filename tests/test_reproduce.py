@@ -147,7 +147,8 @@ def test_the_table_from_synthetic_metrics_files(tmp_path):
                                               "smallnet3_compact"))
     for seed, accuracy in enumerate((0.90, 0.92, 0.94)):
         _finish(options, table, "smallnet7_compact", seed, accuracy,
-                int8_accuracy=accuracy - 0.01)
+                exports={"tflite_int8": {"path": "m.tflite", "bytes": 9,
+                                         "test_accuracy": accuracy - 0.01}})
     _finish(options, table, "smallnet7_ck_fc", 1, 0.5)
     failed = runner.seed_dir(options, table, table.row("smallnet3_compact"),
                              0)

@@ -50,6 +50,14 @@ def _error(directory):
         return f.read().strip().splitlines()[0]
 
 
+def _export_accuracy(metrics, name):
+    """Test accuracy of an exported file, as the trainer records it in
+    `metrics["exports"][name]` (issue 19); None if not exported."""
+    exported = (metrics.get("exports") or {}).get(name)
+    return exported.get("test_accuracy") if isinstance(exported,
+                                                       dict) else None
+
+
 def collect(table, options):
     """One dict per selected row: ours, the paper's, size and speed."""
     entries = []
@@ -63,8 +71,9 @@ def collect(table, options):
             elif _error(directory):
                 errors.append(f"seed{seed}: {_error(directory)}")
         mean, std, count = summary([m["test_accuracy"] for m in runs])
-        int8 = [m["int8_accuracy"] for m in runs if "int8_accuracy" in m]
-        int8_mean, _, _ = summary(int8)
+        int8_mean, _, _ = summary([a for a in (
+            _export_accuracy(m, "tflite_int8") for m in runs)
+            if a is not None])
         entry = {
             "row": row.name, "label": row.label, "method": row.method,
             "status": ("missing" if not runs else
