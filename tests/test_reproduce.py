@@ -128,10 +128,11 @@ def test_a_time_budget_is_measured_once_per_row(tmp_path):
     table = tables.get(TABLE)
     options = _options(tmp_path, budget="1m", smoke=True)
     row = table.row("smallnet7_compact")
-    # Smoke: 4 steps of 32 images per epoch; 640 images/s for 60 s.
+    # Smoke: 4 steps of 32 images per epoch, then the 512 synthetic test
+    # images at a third of the cost: 128 + 512 / 3 = 298.7 per epoch.
     config = runner.row_config(table, row, options, 0,
                                measure=lambda config: 640.0)
-    assert config.epochs == 60 * 640 // (4 * 32)
+    assert config.epochs == int(60 * 640 // (128 + 512 / 3)) == 128
 
     def fail(config):
         raise AssertionError("measured again")

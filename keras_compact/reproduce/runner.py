@@ -60,7 +60,9 @@ class Options:
         data_dir: the dataset's folder.
         budget: "" (the recipe's epochs), "N" epochs, or a wall time per
             run such as "90s", "20m", "2h" (turned into epochs once, from
-            the measured training speed, and recorded in the row folder).
+            the measured training speed and each epoch's evaluation, and
+            recorded in the row folder; graph tracing and the final test
+            evaluation are not counted).
         smoke: each recipe's smoke variant on synthetic data (unless
             `dataset` is given).
         rows: row names to run (empty: all, plus the teachers they need).
@@ -168,7 +170,7 @@ def _epochs_for(config, seconds, directory, budget, measure):
         if recorded["budget"] == budget:
             return recorded["epochs"]
     rate = measure(config)
-    images = config.steps_per_epoch * config.batch_size or _train_size(config)
+    images = _epoch_images(config)
     epochs = max(1, math.floor(seconds * rate / images))
     tf.io.gfile.makedirs(directory)
     files.write_json(path, {"budget": budget, "epochs": epochs,
@@ -178,12 +180,18 @@ def _epochs_for(config, seconds, directory, budget, measure):
     return epochs
 
 
-def _train_size(config):
+def _epoch_images(config):
+    """Training images of one epoch plus the evaluation after it, counted
+    as a third of a training image each (a forward pass of three)."""
     from keras_compact import data
 
-    size = len(data.load(config.dataset, config.data_dir).x_train)
-    size = min(size, config.train_subset or size)
-    return round(size * (1 - config.validation_split))
+    dataset = data.load(config.dataset, config.data_dir)
+    size = min(len(dataset.x_train), config.train_subset or 1 << 62)
+    held_out = round(size * config.validation_split)
+    evaluated = held_out or len(dataset.x_test)
+    trained = (config.steps_per_epoch * config.batch_size
+               or size - held_out)
+    return trained + evaluated / 3
 
 
 def images_per_second(config, steps=10):
