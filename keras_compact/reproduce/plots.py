@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 import matplotlib.lines as mlines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 
 # The plots: `(file suffix, entry key, scale, x-axis label)`.
 AXES = (
@@ -37,35 +38,67 @@ def pareto(table, entries, prefix):
     return written
 
 
+def _shifts(xs, step=7.0):
+    """Horizontal offsets in points: rows at the same x spread around it."""
+    shifts, seen = [], {}
+    counts = {x: xs.count(x) for x in xs}
+    for x in xs:
+        index = seen.get(x, 0)
+        seen[x] = index + 1
+        shifts.append((index - (counts[x] - 1) / 2) * step)
+    return shifts
+
+
+def _extent(mean, std):
+    return mean - (std or 0), mean + (std or 0)
+
+
 def _plot(table, points, key, scale, xlabel, path):
     colours = plt.get_cmap("tab20" if len(points) > 10 else "tab10").colors
     datasets = sorted({p["dataset"] for p in points})
-    with_paper = datasets == [table.dataset]
+    has_paper = any(p["paper"] is not None for p in points)
+    with_paper = has_paper and datasets == [table.dataset]
     figure, axes = plt.subplots(figsize=(8, 5))
-    xs, handles = [], []
-    for point, colour in zip(points, colours):
-        x = point[key] / scale
-        xs.append(x)
+    xs = [point[key] / scale for point in points]
+    handles = []
+    for point, colour, x, shift in zip(points, colours, xs, _shifts(xs)):
+        # Rows of equal cost side by side, so their error bars stay apart.
+        where = transforms.offset_copy(axes.transData, figure, x=shift,
+                                       units="points")
         handles.append(axes.errorbar(
             x, point["accuracy_mean"], yerr=point["accuracy_std"] or 0,
             fmt="o", color=colour, capsize=3, markersize=6,
-            label=point["label"]))
+            label=point["label"], transform=where))
         if with_paper and point["paper"] is not None:
+            beside = transforms.offset_copy(axes.transData, figure,
+                                            x=shift + 3, units="points")
             axes.errorbar(x, point["paper"], yerr=point["paper_std"] or 0,
                           fmt="D", mfc="none", color=colour, capsize=3,
-                          markersize=7)
-    if max(xs) > 10 * min(xs):
+                          markersize=7, transform=beside)
+    # Offset points do not count towards the automatic limits: set them.
+    low, high = min(xs), max(xs)
+    if high > 10 * low:
         axes.set_xscale("log")
-    elif max(xs) < 1.2 * min(xs):
+        axes.set_xlim(low / 1.5, high * 1.5)
+    elif high < 1.2 * low:
         # Equal costs (e.g. every contracted ExpandNet): show them as equal,
         # not a zoom into measurement noise.
-        middle = (max(xs) + min(xs)) / 2
+        middle = (high + low) / 2
         axes.set_xlim(0.8 * middle, 1.2 * middle)
+    else:
+        axes.set_xlim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+    ys = [value for point in points for value in _extent(
+        point["accuracy_mean"], point["accuracy_std"])]
+    ys += [value for point in points if with_paper and point["paper"]
+           for value in _extent(point["paper"], point["paper_std"])]
+    margin = max(0.5, 0.08 * (max(ys) - min(ys)))
+    axes.set_ylim(min(ys) - margin, max(ys) + margin)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("top-1 test accuracy (%)")
     seeds = max(p["seeds_wanted"] for p in points)
     paper = (f"paper's numbers on {table.dataset}" if with_paper else
-             f"paper's points omitted: they are on {table.dataset}")
+             f"paper's points omitted: they are on {table.dataset}"
+             if has_paper else "no paper numbers")
     axes.set_title(f"{table.title}\nours: {', '.join(datasets)}, mean ± std "
                    f"over up to {seeds} seeds; {paper}", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)

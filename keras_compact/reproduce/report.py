@@ -222,10 +222,15 @@ def markdown(table, entries, options):
     """The table as Markdown, with what was run and how."""
     datasets = sorted({e["dataset"] for e in entries if e["dataset"]})
     epochs = sorted({e["epochs"] for e in entries if e["epochs"]})
+    columns = COLUMNS
+    source = f"Paper: {table.source}; its numbers are on {table.dataset}."
+    if all(e["paper"] is None for e in entries):
+        columns = [c for c in COLUMNS if not c[0].startswith("paper")]
+        source = f"Source: {table.source}; no paper numbers."
     lines = [
         f"## {table.title}",
         "",
-        f"Paper: {table.source}; its numbers are on {table.dataset}. Ours: "
+        f"{source} Ours: "
         f"{', '.join(datasets) or 'nothing finished yet'}, "
         f"{options.seeds} seeds (0..{options.seeds - 1}), epochs "
         f"{', '.join(map(str, epochs)) or '—'}"
@@ -235,11 +240,11 @@ def markdown(table, entries, options):
         "over the finished seeds; LiteRT latency is batch 1, 1 thread, on "
         "this machine.",
         "",
-        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(name for name, _ in columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for entry in entries:
-        lines.append("| " + " | ".join(cell(entry) for _, cell in COLUMNS)
+        lines.append("| " + " | ".join(cell(entry) for _, cell in columns)
                      + " |")
     failures = [f"- {e['label']}: {error}" for e in entries
                 for error in e["errors"]]
