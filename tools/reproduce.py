@@ -7,6 +7,7 @@
   python -m tools.reproduce --table=xnets_cifar10 --budget=30m \
       --strategy=mirrored --rows=x_densenet_bc_40_24_2,densenet_bc_40_24
   python -m tools.reproduce --table=expandnets_cifar10 --smoke --seeds=2
+  python -m tools.reproduce --table=all --smoke --seeds=1   # CI: every row
   python -m tools.reproduce --table=xnets_cifar10 --estimate --seeds=5
 
 Each row runs as `trainers.cifar` would run it (the row's recipe, then its
@@ -31,7 +32,8 @@ from keras_compact import reproduce  # noqa: E402
 from keras_compact.errors import UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("table", [], "Tables to run (--list shows them).")
+flags.DEFINE_list("table", [], "Tables to run (--list shows them; all: "
+                  "every table).")
 flags.DEFINE_list("rows", [], "Only these rows (and the teachers they "
                   "need); empty: every row.")
 flags.DEFINE_bool("list", False, "Print the tables and their rows.")
@@ -105,6 +107,8 @@ def _estimate(names, options):
 def run_tables(names, options, latency=True, train=True):
     """Runs (unless `train` is False) and reports each table; prints the
     Markdown and returns the files written."""
+    if "all" in names:
+        names = reproduce.tables.names()
     tables = [reproduce.tables.get(name) for name in names]
     for table in tables:
         table.select(options.rows)  # unknown rows fail before any training
