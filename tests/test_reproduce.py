@@ -88,6 +88,11 @@ def test_rows_are_the_papers_recipes_with_their_overrides():
     shipped = _config("aps_cifar10", "resnet56_60.3M_shipped")
     assert (shipped.phase, shipped.widths, shipped.validation_split) == (
         "train", "resnet56_60.3M", 0.0)
+    # APS's recipe has no step decays (cosine); the evidence rows set He et
+    # al.'s, typed as ints although the recipe's tuple was empty.
+    thin = _config("evidence", "resnet20_thin")
+    assert (thin.schedule, thin.decay_epochs, thin.epochs) == (
+        "step", (82, 123), 164)
     od = _config("od_cifar10", "dw_students1", sets=("batch_size=64",))
     assert (od.block, od.students, od.batch_size) == ("dw", 1, 64)
     with pytest.raises(UsageError, match="--set nope=1: Unknown config"):
