@@ -137,7 +137,7 @@ def markdown(table, estimates, seeds, tflops):
              "---:|"]
     for e in estimates:
         lines.append(f"| {e.row} | {e.training_macs / 1e6:,.1f} | {e.epochs}"
-                     f" | {e.images:,} | {e.petaflops:,.0f} | {e.hours:.2f} "
+                     f" | {e.images:,} | {e.petaflops:,.1f} | {e.hours:.2f} "
                      "|")
     return "\n".join(lines) + "\n"
 
