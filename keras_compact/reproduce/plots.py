@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 import matplotlib.lines as mlines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib import transforms  # noqa: E402
 
 # The plots: `(file suffix, entry key, scale, x-axis label)`.
@@ -80,6 +81,9 @@ def _plot(table, points, key, scale, xlabel, path):
     if high > 10 * low:
         axes.set_xscale("log")
         axes.set_xlim(low / 1.5, high * 1.5)
+        # Plain numbers (3, 10, 30), not 3x10^0.
+        axes.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axes.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     elif high < 1.2 * low:
         # Equal costs (e.g. every contracted ExpandNet): show them as equal,
         # not a zoom into measurement noise.
