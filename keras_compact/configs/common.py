@@ -90,7 +90,7 @@ def _parse(text, current, key):
         return text.lower() in ("true", "1")
     if isinstance(current, (tuple, list)):
         items = [s for s in text.replace(";", ",").split(",") if s]
-        kind = type(current[0]) if current else str
+        kind = type(current[0]) if current else _kind(items)
         return tuple(_parse(s, kind(), key) for s in items)
     if isinstance(current, int):
         return _integer(text, key)
@@ -158,3 +158,14 @@ def check(config):
     if config.get("mixed_precision", "") not in _MIXED_PRECISION:
         raise UsageError(f"mixed_precision={config.mixed_precision}: must be "
                          f"one of {', '.join(map(repr, _MIXED_PRECISION))}.")
+
+
+def _kind(items):
+    """The type of an empty tuple field's new items: int, float or str."""
+    for kind in (int, float):
+        try:
+            [kind(s) for s in items]
+            return kind
+        except ValueError:
+            continue
+    return str

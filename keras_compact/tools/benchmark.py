@@ -124,7 +124,10 @@ def _measure_pair(pair):
 
 def _measure_deployable(model):
     report = profiling.profile(model)
-    row = {"params": report.params, "macs": report.macs}
+    # The deployable's own name: the X-Net of `--arch=densenet_bc_40_24` is
+    # x_densenet_bc_40_24_2, not the dense arch it was built from.
+    row = {"model": model.name, "params": report.params,
+           "macs": report.macs}
     row["latency_ms_float32"], row["tflite_bytes"] = (
         benchmarking.litert_latency(model, threads=FLAGS.threads))
     if FLAGS.int8:
@@ -174,12 +177,12 @@ def _plot(rows, path):
     figure, axes = plt.subplots(figsize=(6, 4))
     for row in rows:
         axes.scatter(row["macs"] / 1e6, row["accuracy"] * 100)
-        axes.annotate(f"{row['method']}:{row['arch']}",
+        axes.annotate(f"{row['method']}:{row['model']}",
                       (row["macs"] / 1e6, row["accuracy"] * 100), fontsize=7)
     axes.set_xlabel("MACs (millions)")
     axes.set_ylabel("test accuracy (%)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # no clipped labels
 
 
 # -- Training speed against PyTorch (--compare=pytorch) ---------------------
