@@ -439,8 +439,9 @@ def run(config):
     deployable = method.deployable(model, context)
     if deployable is not model and deployable.inputs:
         # Keras's clone_model compiles a clone with a new optimizer that
-        # never runs; an uncompiled view of the same layers carries none.
-        deployable = keras.Model(deployable.inputs, deployable.outputs,
+        # never runs; an uncompiled view of the same layers carries none
+        # (`input`, not `inputs`: the view keeps the model's input structure).
+        deployable = keras.Model(deployable.input, deployable.output,
                                  name=deployable.name)
     loss, accuracy = _evaluate(deployable, model, data.test)
     report = profiling.profile(deployable)

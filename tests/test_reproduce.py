@@ -330,8 +330,7 @@ def test_an_unfinished_run_with_another_config_is_refused(tmp_path):
              f"--rows={ROWS[0]}", f"--workdir={tmp_path}", "--nolatency")
     assert _reproduce(*flags).returncode == 0
     workdir = tmp_path / TABLE / ROWS[0] / "seed0"
-    if not (workdir / "config.json").exists():
-        pytest.skip("the trainer does not record config.json yet (issue 20)")
+    assert (workdir / "config.json").exists()
     os.remove(workdir / "metrics.json")  # as if killed before the end
     result = _reproduce(*flags, "--set=lr=0.5")
     assert result.returncode == 2

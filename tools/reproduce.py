@@ -116,7 +116,7 @@ def run_tables(names, options, latency=True, train=True):
     for table in tables:
         if train:
             reproduce.runner.run(table, options)
-        if distribute.worker_index():  # several hosts: the first reports
+        if distribute.task_position():  # several hosts: the first reports
             continue
         if latency:
             reproduce.report.measure_latency(table, options)
