@@ -19,7 +19,6 @@ _latency.png (docs/reproduce.md).
 
 import logging as std_logging
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +26,7 @@ from absl import logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_compact import cli  # noqa: E402
 from keras_compact import distribute  # noqa: E402
 from keras_compact import reproduce  # noqa: E402
 from keras_compact.errors import UsageError  # noqa: E402
@@ -134,20 +134,20 @@ def main(argv):
     if FLAGS.list:
         _list()
         return
-    try:
-        if not FLAGS.table:
-            raise UsageError("Give --table=NAME (or --list). Valid tables: "
-                             f"{', '.join(reproduce.tables.names())}.")
-        if FLAGS.estimate:
-            _estimate(FLAGS.table, _options())
-            return
-        for path in run_tables(FLAGS.table, _options(), FLAGS.latency,
-                               train=not FLAGS.report_only):
-            print(f"wrote {path}")
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    if not FLAGS.table:
+        raise UsageError("Give --table=NAME (or --list). Valid tables: "
+                         f"{', '.join(reproduce.tables.names())}.")
+    if FLAGS.estimate:
+        _estimate(FLAGS.table, _options())
+        return
+    for path in run_tables(FLAGS.table, _options(), FLAGS.latency,
+                           train=not FLAGS.report_only):
+        print(f"wrote {path}")
+
+
+def run():
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()
