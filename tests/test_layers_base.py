@@ -1,11 +1,18 @@
 """BatchNormalization (fused) and GroupedConv2D: equal to the plain ops."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 from keras_compact import layers
 from tests import testing
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _randomised_bn(cls, channels, seed=0):
@@ -92,6 +99,74 @@ def test_grouped_conv_layer_contract():
         layers.GroupedConv2D,
         {"filters": 8, "kernel_size": 3, "padding": "same", "groups": 4},
         (2, 6, 6, 8), (2, 6, 6, 8))
+
+
+def _conv_gradients(conv, inputs, kernel, weights):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch([inputs, kernel])
+        loss = tf.reduce_sum(conv(inputs, kernel) * weights)
+    return tape.gradient(loss, [inputs, kernel])
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "VALID")])
+def test_split_fallback_equals_grouped_conv(strides, padding):
+    """The path for CPUs without oneDNN: one plain conv per group."""
+    import functools
+
+    import tensorflow as tf
+
+    from keras_compact.layers import grouped_conv
+
+    rng = np.random.default_rng(4)
+    inputs = tf.constant(rng.normal(size=(2, 9, 9, 8)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 2, 12)), tf.float32)
+    split, grouped = (functools.partial(conv, strides=strides,
+                                        padding=padding)
+                      for conv in (grouped_conv._split_grouped_conv,
+                                   tf.nn.conv2d))
+    outputs = split(inputs, kernel)
+    weights = tf.constant(rng.normal(size=outputs.shape), tf.float32)
+    # Each entry is a float32 sum of n products, exact up to
+    # gamma_n = n u / (1 - n u) times the sum of their magnitudes in any
+    # order (blocked, FMA), so two orders differ by at most twice that.
+    # n is 3 * 3 * 2 for the outputs, 3 * 3 * 3 for the input gradient and
+    # 2 * 9 * 9 positions for the kernel's: bound all by the largest. The
+    # magnitudes are the same sums over |inputs|, |kernel| and |weights|.
+    n = 2 * 9 * 9
+    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+    magnitude = [split(tf.abs(inputs), tf.abs(kernel))] + _conv_gradients(
+        split, tf.abs(inputs), tf.abs(kernel), tf.abs(weights))
+    actual = [outputs] + _conv_gradients(split, inputs, kernel, weights)
+    expected = [grouped(inputs, kernel)]
+    if grouped_conv.grouped_gradients_work():  # else TF cannot compute them
+        expected += _conv_gradients(grouped, inputs, kernel, weights)
+    for a, b, size in zip(actual, expected, magnitude):
+        assert np.all(np.abs(a - b) <= 2 * gamma * size.numpy())
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow  # CI's own runs keep oneDNN on.
+def test_grouped_conv_trains_without_onednn():
+    """TF's CPU kernels without oneDNN have no grouped backprops."""
+    script = (
+        "import numpy as np, keras\n"
+        "from keras_compact import layers\n"
+        "from keras_compact.layers import grouped_conv\n"
+        "print(grouped_conv.grouped_gradients_work())\n"
+        "model = keras.Sequential([keras.Input((6, 6, 4)),\n"
+        "    layers.GroupedConv2D(4, 3, groups=2), keras.layers.Flatten()])\n"
+        "model.compile('sgd', 'mse')\n"
+        "print(model.train_on_batch(np.ones((2, 6, 6, 4)), np.zeros((2, 64))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"},
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe, loss = result.stdout.split()[-2:]
+    assert probe == "False" and np.isfinite(float(loss))
 
 
 def test_grouped_conv_rejects_bad_groups():
