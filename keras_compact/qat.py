@@ -471,5 +471,5 @@ def fine_tune(model, train, calibration, epochs=1, optimizer=None,
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     qat_model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  verbose=verbose)
+                  shuffle=False, verbose=verbose)
     return calibrate(qat_model, calibration)

@@ -428,6 +428,7 @@ def run(config):
         steps_per_epoch=steps_per_epoch,
         validation_data=data.validation or data.test,
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles (fit would warn)
         # A progress bar in a log file is thousands of \r updates: there,
         # one line per epoch.
         verbose=(2 if config.verbose == 1 and not sys.stdout.isatty()

@@ -389,7 +389,7 @@ def _train_losses(strategy, weights, x, y, batch, run_eagerly):
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(
         batch, drop_remainder=True)
     history = model.fit(data, epochs=len(x) // batch, steps_per_epoch=1,
-                        verbose=0)
+                        shuffle=False, verbose=0)
     return history.history, model.get_weights()
 
 

@@ -377,7 +377,8 @@ def run_search(search_model, pairs, epochs, warmup_epochs,
             continue
         run = search_model.fit(pairs, epochs=phase_end, initial_epoch=start,
                                steps_per_epoch=steps_per_epoch,
-                               callbacks=callbacks, verbose=verbose)
+                               callbacks=callbacks, shuffle=False,
+                               verbose=verbose)
         for key, values in run.history.items():
             history.setdefault(key, []).extend(values)
         start = phase_end
