@@ -151,3 +151,30 @@ def assert_workers_agree(workdir, build_model):
         weights.append([w.numpy() for w in model.trainable_weights])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def assert_float32_sums_agree(actual, expected, magnitude, terms):
+    """Two float32 evaluations of the same sums agree within their bound.
+
+    Each entry is a sum of at most `terms` products; in any order (blocked,
+    FMA) float32 gets within gamma_n = n u / (1 - n u) of the exact sum
+    times the sum of the products' magnitudes (Higham, "Accuracy and
+    Stability of Numerical Algorithms", 3.1), so two evaluations differ by
+    at most twice that. `magnitude` is that sum of magnitudes per entry:
+    the same layer run on |inputs| with |weights| (`absolute_twin_output`).
+    """
+    unit = 2.0**-24
+    gamma = terms * unit / (1 - terms * unit)
+    error = np.abs(np.asarray(actual, "float64") - np.asarray(expected))
+    bound = 2 * gamma * np.asarray(magnitude, "float64")
+    assert np.all(error <= bound), float(np.max(error - bound))
+
+
+def absolute_twin_output(layer, inputs):
+    """`layer(|inputs|)` with every weight replaced by its absolute value."""
+    weights = layer.get_weights()
+    layer.set_weights([np.abs(w) for w in weights])
+    try:
+        return keras.ops.convert_to_numpy(layer(np.abs(inputs)))
+    finally:
+        layer.set_weights(weights)
