@@ -75,6 +75,8 @@ def test_controller_matches_reference_size_and_uniform_entropy():
     controller.build()
     assert _count(controller.trainable_variables) == 162_585
     arch, log_prob, entropy, _ = controller.sample(uniform=True)
+    # rtol 1e-5: 19 float32 log-softmax terms of ~1.6, each within a few u
+    # (exp, a 5-term sum, log), summed: ~19 * 4 * 6e-8 = 5e-6 relative.
     np.testing.assert_allclose(float(entropy), 19 * math.log(5), rtol=1e-5)
     np.testing.assert_allclose(float(log_prob), -19 * math.log(5),
                                rtol=1e-5)
@@ -83,6 +85,9 @@ def test_controller_matches_reference_size_and_uniform_entropy():
     expected = sum(float(chosen[t, a]) for t, a in enumerate(arch.numpy()))
     np.testing.assert_allclose(float(log_prob), expected, rtol=1e-5)
     again = controller.evaluate(arch)
+    # evaluate replays sample's steps: the same ops on the same values (the
+    # sampled actions fed back), so equal up to rounding; 1e-6 on logits
+    # ~0.1 is ~170 u, while a wrong action fed back moves them by ~1e-2.
     np.testing.assert_allclose(float(again[1]), float(log_prob), rtol=1e-5)
     np.testing.assert_allclose(again[3], logits, atol=1e-6)
     beam = controller.beam_search(4)
@@ -120,7 +125,10 @@ def test_ordinal_sharing_slices_the_meta_kernel():
     plain = keras.ops.conv(np.pad(x[..., :8], [(0, 0), (1, 1), (1, 1),
                                                (0, 0)]),
                            w[:, :, :8, :4], strides=2)
-    np.testing.assert_allclose(y[..., :4], plain, atol=1e-5)
+    magnitude = keras.ops.conv(np.pad(np.abs(x[..., :8]), [(0, 0), (1, 1), (
+        1, 1), (0, 0)]), np.abs(w[:, :, :8, :4]), strides=2)
+    testing.assert_float32_sums_agree(y[..., :4], plain, magnitude,
+                                      terms=3 * 3 * 16)
     assert np.all(y[..., 4:] == 0.0)
     assert y.shape == (2, 5, 5, 16)
 
@@ -195,6 +203,12 @@ def test_supernet_path_equals_extracted_plain_network():
     for arch in archs:
         plain = aps.extract_path(net, arch)
         expected = net((x, arch), training=False)
+        # The supernet sums each conv over its zero-padded meta-kernel slice,
+        # the plain net over the slice alone: the same products in another
+        # blocking, per conv within 2 gamma_n of sum|x w| (n <= 3 * 3 * 16,
+        # 2 * 144 u = 1.7e-5 relative), over 7 BN-normalised convs and a
+        # 10-way head on logits ~1: ~1.2e-4 worst case, inside atol 2e-4 +
+        # rtol 1e-4. A wrong slice or BN statistic moves them by ~1e-1.
         np.testing.assert_allclose(plain(x, training=False), expected,
                                    atol=2e-4, rtol=1e-4)
         widths = net.widths(arch)
