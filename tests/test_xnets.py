@@ -204,19 +204,34 @@ def test_gathered_equals_masked_dense(options):
 
 def test_gather_form_trains_like_masked():
     """Gradients of the compact kernel are the masked gradients on-graph."""
-    x = tf.random.normal((2, 6, 6, 16))
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 6, 6, 16)).astype("float32")
     masked = layers.ExpanderConv2D(8, 3, expand_ratio=2, seed=9)
     masked.build(x.shape)
     gathered = masked.gathered(x.shape)
-    grads = []
-    for layer, kernel in ((masked, masked.kernel),
-                          (gathered, gathered.grouped_conv.kernel)):
+    # A loss linear in the outputs: each kernel gradient entry is then a
+    # sum over the 2 * 6 * 6 output positions of x * weights, the same
+    # products in both forms (no output rounding enters it).
+    weights = rng.normal(size=(2, 6, 6, 8)).astype("float32")
+
+    def kernel_gradient(layer, kernel, inputs, weights):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x) ** 3)
-        grads.append(_numpy(tape.gradient(loss, kernel)))
+            loss = tf.reduce_sum(layer(inputs) * weights)
+        return _numpy(tape.gradient(loss, kernel))
+
     table = _numpy(gathered.indices)
-    np.testing.assert_allclose(masked._compact(grads[0], table), grads[1],
-                               rtol=1e-4, atol=1e-4)
+    actual = kernel_gradient(gathered, gathered.grouped_conv.kernel, x,
+                             weights)
+    expected = masked._compact(
+        kernel_gradient(masked, masked.kernel, x, weights), table)
+    # The magnitudes: the same gradient with |kernel|, |x| and |weights|.
+    kernel = _numpy(masked.kernel)
+    masked.kernel.assign(np.abs(kernel))
+    magnitude = masked._compact(kernel_gradient(
+        masked, masked.kernel, np.abs(x), np.abs(weights)), table)
+    masked.kernel.assign(kernel)
+    testing.assert_float32_sums_agree(actual, expected, magnitude,
+                                      terms=2 * 6 * 6)
 
 
 # --- Keras contract, saving, export -----------------------------------------
@@ -275,6 +290,10 @@ def test_saved_model_export(impl):
         loaded = tf.saved_model.load(path)
         served = loaded.serve(x)
         variables = " ".join(v.name for v in loaded.variables)
+    # The served graph is Grappler-optimised (conv + BN + ReLU fused): the
+    # same products summed in another order. Per conv output (n <= 3 * 3 *
+    # 16 terms, outputs ~1) that is ~sqrt(n) u = 7e-7, and 3 layers do not
+    # grow it past ~2e-6 (as in _check_deployable); a lost BN or bias is ~1e-1.
     np.testing.assert_allclose(_numpy(served), _numpy(model(x)), atol=1e-5)
     assert ("mask" if impl == "masked" else "indices") in variables
 
@@ -346,6 +365,9 @@ def test_x_densenet_gathered_equals_masked():
     fast = layers.gathered_model(model)
     x = np.random.randn(2, 32, 32, 3).astype("float32")
     expected = _numpy(model(x, training=False))
+    # The analysis of _check_deployable: masked and gathered convs sum the
+    # same products in another order (~sqrt(n) u per dot product), and the
+    # BN-normalised layers do not amplify it over the 40 layers.
     np.testing.assert_allclose(_numpy(fast(x, training=False)), expected,
                                rtol=1e-5, atol=1e-5)
     gathered = expander.expander_layers(fast)
@@ -446,6 +468,7 @@ def test_x_imagenet_gathered_equals_masked(name):
     model = models.build(name, (64, 64, 3), 10)
     x = np.random.randn(2, 64, 64, 3).astype("float32")
     fast = layers.gathered_model(model)
+    # As in test_x_densenet_gathered_equals_masked (_check_deployable).
     np.testing.assert_allclose(_numpy(fast(x, training=False)),
                                _numpy(model(x, training=False)),
                                rtol=1e-5, atol=1e-5)
@@ -647,6 +670,8 @@ def test_imported_dense_mask_converts():
         "float32")
     layer.set_mask(expander.reference_mask(linear_mask))
     gathered = layers.gathered_model(model)
+    # One dense layer, <= 40 products per output of ~1: two orders differ
+    # by ~sqrt(40) u = 4e-7 (worst case 2 * 40 u = 5e-6 of sum|x w|).
     np.testing.assert_allclose(_numpy(gathered(x)), _numpy(model(x)),
                                rtol=1e-5, atol=1e-6)
     testing.run_model_saving_test(gathered, x, atol=1e-6)
