@@ -6,15 +6,16 @@ converter does for full-integer int8 (`export.to_litert(..., "int8")`):
 
 - BatchNormalization after a conv or dense layer is folded into it
   (`w * gamma / sqrt(var + eps)`, bias likewise), and the input
-  normalisation's `1 / std` into the first conv (the converter leaves only
-  the subtraction of the mean as an op; verified on 1-channel
-  Fashion-MNIST nets; for one 3-channel model the converter kept a MUL,
-  which the twin does not model yet);
+  normalisation's `1 / std` into the first conv when it is one scalar
+  (1-channel inputs); per-channel stds that differ stay a quantized MUL
+  after the SUB of the mean, as the converter keeps them;
 - weights are int8 per output channel, symmetric in [-127, 127] with
   scale `max|w| / 127`;
 - every op output is int8 per tensor, asymmetric, with the range
   `[min(lo, 0), max(hi, 0)]` seen on the calibration data, scale
-  `range / 255` and zero point `round(-128 - lo / scale)`;
+  `range / 255` and zero point `round(-128 - lo / scale)`; the operand
+  of an ADD computed last gets the union of its range and the ADD's
+  (measured on the converter's files, see `_join_add_ranges`);
 - ReLU / ReLU6 after a conv, dense or add are fused: one quantization
   point after the activation; padding, pooling by max, reshapes and
   dropout keep their input's quantization.
@@ -23,21 +24,28 @@ converter does for full-integer int8 (`export.to_litert(..., "int8")`):
 model: it shares the model's variables (BN statistics stay frozen, as in
 Jacob et al.'s fine-tuning), so fitting the twin fine-tunes `model`, which
 is then exported through the converter as usual. `fine_tune` does the
-whole job. Rounding goes through a straight-through estimator.
+whole job (`fine_tune(servable, train, calibration, epochs=1)`, then
+`export.to_litert(servable, path, "int8", calibration)`). Rounding goes
+through a straight-through estimator.
 
 Covered layers: `Conv2D`, `DepthwiseConv2D`, `Dense`,
-`keras_compact.layers.GroupedConv2D` (with or without BN and ReLU /
-ReLU6), `Add`, pooling, padding, reshapes, `InputNormalization`, and any
-other weightless layer (quantized at its output). Layers with weights of
-other kinds (SlimConv2D, X-Net masked layers, APS searchable layers) are
-refused: their deployable forms need converting first.
+`keras_compact.layers.GroupedConv2D`, X-Nets' masked `ExpanderConv2D` and
+`ExpanderDense` (each with or without BN and ReLU / ReLU6), `Add`,
+pooling, padding, reshapes, `InputNormalization`, and any other weightless
+layer (quantized at its output). Refused in one line (`REFUSALS` says
+why): SlimConv2D, the gathered expander form, and any other weighted
+layer.
 
 Example:
 
->>> qat_model = keras_compact.qat.fine_tune(servable, train_pixels,
-...                                         calibration, epochs=1)
->>> keras_compact.export.to_litert(servable, "model_int8.tflite", "int8",
-...                                calibration)
+>>> import keras_compact
+>>> inputs = keras.Input((8, 8, 1))
+>>> x = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+>>> x = keras.layers.BatchNormalization(name="bn")(x)
+>>> outputs = keras.layers.ReLU(name="relu")(x)
+>>> twin = keras_compact.qat.quantize_model(keras.Model(inputs, outputs))
+>>> [layer.name for layer in twin.layers[1:]]  # BN folded, ReLU fused
+['qat_conv']
 
 Reference: Jacob et al., "Quantization and Training of Neural Networks for
 Efficient Integer-Arithmetic-Only Inference", CVPR 2018,

@@ -180,6 +180,9 @@ def test_qat_twin_on_three_channel_pixels_equals_int8_file(tmp_path):
     assert _max_steps(twin, path, pixels[200:]) <= ONE_STEP
 
 
+# 26 s on the loaded 2-core machine (a mirrored fit and a conversion).
+@pytest.mark.slow
+@pytest.mark.ci_slow
 def test_qat_fine_tunes_under_mirrored_strategy(tmp_path):
     dataset = deploy_models.fashion_mnist()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
