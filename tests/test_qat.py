@@ -67,6 +67,17 @@ def test_qat_twin_equals_int8_file_and_keeps_accuracy(tmp_path):
     assert int8["top1"] >= before - 0.005, (int8, before)
 
 
+def _random_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c),
+                               rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
+                               rng.uniform(0.5, 2.0, c)])
+    return model
+
+
 def _grouped_residual_net(dataset):
     """Untrained, random BN statistics: grouped conv, add + ReLU, padding,
     strided depthwise, ReLU6, max pooling, flatten and dense."""
@@ -81,24 +92,21 @@ def _grouped_residual_net(dataset):
     x = keras.layers.ReLU(6.0)(BatchNormalization()(x))
     x = keras.layers.MaxPooling2D()(x)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
-    model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c),
-                               rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
+    model = _random_bn(keras.Model(inputs, outputs))
     return export.with_raw_input(model, dataset.mean, dataset.std)
+
+
+def _calibrated_twin_and_file(servable, calibration, path):
+    """The calibrated twin of `servable` and its int8 file at `path`."""
+    twin = qat.calibrate(qat.quantize_model(servable), calibration)
+    return twin, export.to_litert(servable, str(path), "int8", calibration)
 
 
 def test_qat_twin_of_grouped_residual_net_equals_int8_file(tmp_path):
     dataset = deploy_models.fashion_mnist()
-    servable = _grouped_residual_net(dataset)
-    calibration = deploy_models.calibration(dataset)
-    twin = qat.calibrate(qat.quantize_model(servable), calibration)
-    path = export.to_litert(servable, str(tmp_path / "g.tflite"), "int8",
-                            calibration)
+    twin, path = _calibrated_twin_and_file(
+        _grouped_residual_net(dataset), deploy_models.calibration(dataset),
+        tmp_path / "g.tflite")
     # The converter gives the residual conv's output (the ADD operand
     # computed last) the union of its range and the ADD's; the twin
     # models that (`qat._join_add_ranges`), so one step holds here too.
@@ -118,17 +126,6 @@ def test_qat_refuses_layers_it_cannot_model():
         qat.quantize_model(keras.Model(inputs, outputs))
 
 
-def _random_bn(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c),
-                               rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
-    return model
-
-
 def _masked_xnet(dataset):
     """X-Nets' deployable default: masked expander conv and dense."""
     inputs = keras.Input(dataset.input_shape)
@@ -146,11 +143,9 @@ def _masked_xnet(dataset):
 
 def test_qat_twin_of_masked_xnet_equals_int8_file(tmp_path):
     dataset = deploy_models.fashion_mnist()
-    servable = _masked_xnet(dataset)
-    calibration = deploy_models.calibration(dataset)
-    twin = qat.calibrate(qat.quantize_model(servable), calibration)
-    path = export.to_litert(servable, str(tmp_path / "x.tflite"), "int8",
-                            calibration)
+    twin, path = _calibrated_twin_and_file(
+        _masked_xnet(dataset), deploy_models.calibration(dataset),
+        tmp_path / "x.tflite")
     assert _max_steps(twin, path, dataset.x_test[:64]) <= ONE_STEP
 
 
@@ -168,10 +163,8 @@ def _three_channel_net(shape=(16, 16, 3)):
 def test_qat_twin_on_three_channel_pixels_equals_int8_file(tmp_path):
     pixels = np.random.default_rng(0).integers(
         0, 256, (264, 16, 16, 3)).astype("float32")
-    servable = _three_channel_net()
-    twin = qat.calibrate(qat.quantize_model(servable), pixels[:200])
-    path = export.to_litert(servable, str(tmp_path / "c.tflite"), "int8",
-                            pixels[:200])
+    twin, path = _calibrated_twin_and_file(
+        _three_channel_net(), pixels[:200], tmp_path / "c.tflite")
     # Three different stds: the converter keeps the input MUL (one std
     # is folded into the first conv), and so does the twin.
     assert "MUL" in export.litert_ops(path)
