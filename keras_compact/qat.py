@@ -61,6 +61,7 @@ from keras import ops
 
 from keras_compact.errors import UsageError
 from keras_compact.export import InputNormalization
+from keras_compact.layers.cheap import CheapBlock
 from keras_compact.layers.expander import ExpanderConv2D
 from keras_compact.layers.expander import ExpanderDense
 from keras_compact.layers.grouped_conv import GroupedConv2D
@@ -364,8 +365,11 @@ def _nodes(model):
                     id(layer.output))
 
 
-# Why a known layer is refused, for the one-line error.
+# Why a known layer (or a subclass) is refused, for the one-line error.
 REFUSALS = {
+    CheapBlock: "a residual block (OD's shift, depthwise or group student) "
+                "is one Keras layer with its convs, BNs and ADD inside; "
+                "the twin needs them as layers of the functional graph",
     SlimConv2D: "its int8 graph quantizes about 12 tensors inside the "
                 "layer (MEAN, two FULLY_CONNECTED, LOGISTIC at the fixed "
                 "scale 1/256, MUL, SPLIT, the fold's ADDs, CONCATENATION) "
@@ -383,10 +387,10 @@ def _check_supported(layer):
             layer, (keras.layers.BatchNormalization, InputNormalization)):
         return
     if layer.weights:
-        reason = REFUSALS.get(type(layer), "it supports the weighted "
-                              "layers " + ", ".join(
-                                  t.__name__ for t in KERNEL_OPS)
-                              + " and BatchNormalization")
+        known = [why for kind, why in REFUSALS.items()
+                 if isinstance(layer, kind)]
+        reason = (known or ["it supports the weighted layers " + ", ".join(
+            t.__name__ for t in KERNEL_OPS) + " and BatchNormalization"])[0]
         raise UsageError(
             f"Quantization-aware training cannot model layer "
             f"'{layer.name}' ({type(layer).__name__}): {reason}. Export "

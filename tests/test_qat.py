@@ -120,6 +120,9 @@ def test_qat_refuses_layers_it_cannot_model():
     outputs = layers.SlimConv2D(k="4/3")(inputs)
     with pytest.raises(UsageError, match="cannot model layer .*SlimConv2D"):
         qat.quantize_model(keras.Model(inputs, outputs))
+    outputs = layers.ShiftBlock(32)(inputs)
+    with pytest.raises(UsageError, match="ShiftBlock.*residual block"):
+        qat.quantize_model(keras.Model(inputs, outputs))
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Conv2D(4, 3, activation="sigmoid")(inputs)
     with pytest.raises(UsageError, match="fuses only relu and relu6"):
