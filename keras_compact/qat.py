@@ -265,12 +265,6 @@ class FoldedKernelLayer(keras.layers.Layer):
     def folded(self):
         """The folded float kernel and bias, as the converter computes."""
         kernel = self.op.kernel(self.layer)
-        # Exact zeros get no gradient, so they stay zero under Adam: the
-        # missing connections of X-Nets' masked form (a plain Conv2D in
-        # the deployable) stay missing. Trained weights are never exactly
-        # zero otherwise.
-        kernel = kernel * ops.stop_gradient(
-            ops.cast(ops.not_equal(kernel, 0.0), kernel.dtype))
         channels = kernel.shape[-1]
         if self.op.depthwise:
             channels *= kernel.shape[-2]
