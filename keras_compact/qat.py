@@ -6,15 +6,16 @@ converter does for full-integer int8 (`export.to_litert(..., "int8")`):
 
 - BatchNormalization after a conv or dense layer is folded into it
   (`w * gamma / sqrt(var + eps)`, bias likewise), and the input
-  normalisation's `1 / std` into the first conv (the converter leaves only
-  the subtraction of the mean as an op; verified on 1-channel
-  Fashion-MNIST nets; for one 3-channel model the converter kept a MUL,
-  which the twin does not model yet);
+  normalisation's `1 / std` into the first conv when it is one scalar
+  (1-channel inputs); per-channel stds that differ stay a quantized MUL
+  after the SUB of the mean, as the converter keeps them;
 - weights are int8 per output channel, symmetric in [-127, 127] with
   scale `max|w| / 127`;
 - every op output is int8 per tensor, asymmetric, with the range
   `[min(lo, 0), max(hi, 0)]` seen on the calibration data, scale
-  `range / 255` and zero point `round(-128 - lo / scale)`;
+  `range / 255` and zero point `round(-128 - lo / scale)`; the operand
+  of an ADD computed last gets the union of its range and the ADD's
+  (measured on the converter's files, see `_join_add_ranges`);
 - ReLU / ReLU6 after a conv, dense or add are fused: one quantization
   point after the activation; padding, pooling by max, reshapes and
   dropout keep their input's quantization.
@@ -23,21 +24,28 @@ converter does for full-integer int8 (`export.to_litert(..., "int8")`):
 model: it shares the model's variables (BN statistics stay frozen, as in
 Jacob et al.'s fine-tuning), so fitting the twin fine-tunes `model`, which
 is then exported through the converter as usual. `fine_tune` does the
-whole job. Rounding goes through a straight-through estimator.
+whole job (`fine_tune(servable, train, calibration, epochs=1)`, then
+`export.to_litert(servable, path, "int8", calibration)`). Rounding goes
+through a straight-through estimator.
 
 Covered layers: `Conv2D`, `DepthwiseConv2D`, `Dense`,
-`keras_compact.layers.GroupedConv2D` (with or without BN and ReLU /
-ReLU6), `Add`, pooling, padding, reshapes, `InputNormalization`, and any
-other weightless layer (quantized at its output). Layers with weights of
-other kinds (SlimConv2D, X-Net masked layers, APS searchable layers) are
-refused: their deployable forms need converting first.
+`keras_compact.layers.GroupedConv2D`, X-Nets' masked `ExpanderConv2D` and
+`ExpanderDense` (each with or without BN and ReLU / ReLU6), `Add`,
+pooling, padding, reshapes, `InputNormalization`, and any other weightless
+layer (quantized at its output). Refused in one line (`REFUSALS` says
+why): SlimConv2D, the gathered expander form, and any other weighted
+layer.
 
 Example:
 
->>> qat_model = keras_compact.qat.fine_tune(servable, train_pixels,
-...                                         calibration, epochs=1)
->>> keras_compact.export.to_litert(servable, "model_int8.tflite", "int8",
-...                                calibration)
+>>> import keras_compact
+>>> inputs = keras.Input((8, 8, 1))
+>>> x = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+>>> x = keras.layers.BatchNormalization(name="bn")(x)
+>>> outputs = keras.layers.ReLU(name="relu")(x)
+>>> twin = keras_compact.qat.quantize_model(keras.Model(inputs, outputs))
+>>> [layer.name for layer in twin.layers[1:]]  # BN folded, ReLU fused
+['qat_conv']
 
 Reference: Jacob et al., "Quantization and Training of Neural Networks for
 Efficient Integer-Arithmetic-Only Inference", CVPR 2018,
@@ -53,7 +61,11 @@ from keras import ops
 
 from keras_compact.errors import UsageError
 from keras_compact.export import InputNormalization
+from keras_compact.layers.cheap import CheapBlock
+from keras_compact.layers.expander import ExpanderConv2D
+from keras_compact.layers.expander import ExpanderDense
 from keras_compact.layers.grouped_conv import GroupedConv2D
+from keras_compact.layers.slim_conv import SlimConv2D
 
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_MAX = 127  # symmetric weights use [-127, 127]
@@ -85,6 +97,7 @@ class ActivationQuantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.momentum = momentum
         self.calibrating = False
+        self.joined = None  # see `join`
 
     def build(self, input_shape):
         self.low = self.add_weight(shape=(), initializer="zeros",
@@ -107,17 +120,30 @@ class ActivationQuantizer(keras.layers.Layer):
             m = self.momentum
             self.low.assign(m * self.low + (1 - m) * ops.min(x))
             self.high.assign(m * self.high + (1 - m) * ops.max(x))
-        low = ops.minimum(self.low, 0.0)
-        high = ops.maximum(self.high, 0.0)
+        low, high = self._range()
+        low, high = ops.minimum(low, 0.0), ops.maximum(high, 0.0)
         scale = ops.maximum((high - low) / (INT8_MAX - INT8_MIN), 1e-12)
         zero = ops.clip(ops.round(INT8_MIN - low / scale), INT8_MIN, INT8_MAX)
         q = ops.clip(ops.round(x / scale) + zero, INT8_MIN, INT8_MAX)
         return _straight_through(x, (q - zero) * scale)
 
+    def join(self, other):
+        """Quantizes with the union of this range and `other`'s (the
+        quantizer of an ADD this output feeds: `_join_add_ranges`)."""
+        # Not tracked: `other` is a layer of its own in the twin.
+        object.__setattr__(self, "joined", other)
+
+    def _range(self):
+        if self.joined is None:
+            return self.low, self.high
+        return (ops.minimum(self.low, self.joined.low),
+                ops.maximum(self.high, self.joined.high))
+
     @property
     def params(self):
         """(scale, zero point) as the converter would store them."""
-        return activation_params(float(self.low), float(self.high))
+        low, high = self._range()
+        return activation_params(float(low), float(high))
 
 
 def quantize_weights(kernel, reduce_axes):
@@ -150,6 +176,24 @@ def _dense(layer, x, kernel):
     return ops.matmul(x, kernel)
 
 
+def _expander_conv(layer, x, kernel):
+    return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding)
+
+
+def _own_kernel(layer):
+    return layer.kernel
+
+
+def _masked_kernel(layer):
+    # What the converter folds into one constant: the dense kernel with
+    # the missing connections zeroed.
+    return layer.kernel * ops.reshape(layer.mask, layer._mask_shape())
+
+
+def _masked(layer):
+    return layer.impl == "masked"
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelOp:
     """How a weighted layer computes with a given kernel, and the kernel's
@@ -159,6 +203,8 @@ class KernelOp:
     reduce_axes: tuple
     input_axis: int
     depthwise: bool = False
+    kernel: object = _own_kernel
+    accepts: object = lambda layer: True
 
 
 # Exact types only: a subclass may compute something else with its kernel.
@@ -167,6 +213,11 @@ KERNEL_OPS = {
     GroupedConv2D: KernelOp(_grouped_conv, (0, 1, 2), 2),
     keras.layers.DepthwiseConv2D: KernelOp(_depthwise, (0, 1), 2, True),
     keras.layers.Dense: KernelOp(_dense, (0,), 0),
+    # X-Nets' masked (deployable) form; the gathered one is refused.
+    ExpanderConv2D: KernelOp(_expander_conv, (0, 1, 2), 2,
+                             kernel=_masked_kernel, accepts=_masked),
+    ExpanderDense: KernelOp(_dense, (0,), 0, kernel=_masked_kernel,
+                            accepts=_masked),
 }
 # Layers that keep their input's quantization in LiteRT int8.
 PASS_THROUGH = (keras.layers.ZeroPadding2D, keras.layers.Flatten,
@@ -213,7 +264,7 @@ class FoldedKernelLayer(keras.layers.Layer):
 
     def folded(self):
         """The folded float kernel and bias, as the converter computes."""
-        kernel = self.layer.kernel
+        kernel = self.op.kernel(self.layer)
         channels = kernel.shape[-1]
         if self.op.depthwise:
             channels *= kernel.shape[-2]
@@ -272,19 +323,23 @@ class QuantizedOutput(keras.layers.Layer):
 
 class InputQuantizer(keras.layers.Layer):
     """`pixels - mean`, quantized: the SUB the converter keeps of an
-    `InputNormalization`; `1 / std` is folded into the next kernel, or
-    applied here when no kernel layer follows."""
+    `InputNormalization`. `1 / std` is folded into the next kernel, or
+    (`divide`) kept as a quantized MUL, as the converter does for
+    per-channel stds that differ (measured: 3-channel inputs)."""
 
     def __init__(self, layer, divide, **kwargs):
         super().__init__(name=f"qat_{layer.name}", **kwargs)
         self.layer, self.divide = layer, divide
-        self.quantizer = ActivationQuantizer(name=f"qat_{layer.name}_out")
+        self.quantizer = ActivationQuantizer(name=f"qat_{layer.name}_sub")
+        self.divided = ActivationQuantizer(name=f"qat_{layer.name}_mul"
+                                           ) if divide else None
 
     def call(self, x, training=False):
         mean = ops.convert_to_tensor(self.layer.mean, "float32")
         y = self.quantizer(ops.cast(x, "float32") - mean, training=training)
         if self.divide:
-            y = y / ops.convert_to_tensor(self.layer.std, "float32")
+            std = ops.convert_to_tensor(self.layer.std, "float32")
+            y = self.divided(y * (1.0 / std), training=training)
         return y
 
 
@@ -310,17 +365,36 @@ def _nodes(model):
                     id(layer.output))
 
 
+# Why a known layer (or a subclass) is refused, for the one-line error.
+REFUSALS = {
+    CheapBlock: "a residual block (OD's shift, depthwise or group student) "
+                "is one Keras layer with its convs, BNs and ADD inside; "
+                "the twin needs them as layers of the functional graph",
+    SlimConv2D: "its int8 graph quantizes about 12 tensors inside the "
+                "layer (MEAN, two FULLY_CONNECTED, LOGISTIC at the fixed "
+                "scale 1/256, MUL, SPLIT, the fold's ADDs, CONCATENATION) "
+                "that the twin does not model yet",
+    ExpanderConv2D: "only the masked form (the deployable default) is "
+                    "modelled, not the gathered one",
+    ExpanderDense: "only the masked form (the deployable default) is "
+                   "modelled, not the gathered one",
+}
+
+
 def _check_supported(layer):
-    if type(layer) in KERNEL_OPS or isinstance(
+    op = KERNEL_OPS.get(type(layer))
+    if op is not None and op.accepts(layer) or isinstance(
             layer, (keras.layers.BatchNormalization, InputNormalization)):
         return
     if layer.weights:
+        known = [why for kind, why in REFUSALS.items()
+                 if isinstance(layer, kind)]
+        reason = (known or ["it supports the weighted layers " + ", ".join(
+            t.__name__ for t in KERNEL_OPS) + " and BatchNormalization"])[0]
         raise UsageError(
             f"Quantization-aware training cannot model layer "
-            f"'{layer.name}' ({type(layer).__name__}); it supports the "
-            f"weighted layers {', '.join(t.__name__ for t in KERNEL_OPS)} "
-            "and BatchNormalization. Export this model with post-training "
-            "int8 instead.")
+            f"'{layer.name}' ({type(layer).__name__}): {reason}. Export "
+            "this model with post-training int8 instead.")
 
 
 def _plan(nodes):
@@ -394,6 +468,7 @@ def quantize_model(model):
                          name="qat_input")
     values = {id(source): inputs}
     pending_scale = {}  # tensor id -> 1 / std to fold into the next kernel
+    built = {}  # id of a twin layer -> its position in the twin
     for node in nodes:
         if id(node) in fused:
             continue
@@ -402,8 +477,11 @@ def quantize_model(model):
         extra, output = extras[id(node)]
         if isinstance(layer, InputNormalization):
             users = consumers[node.output]
+            # The converter folds a MUL by one scalar into the conv after
+            # it, not one by per-channel factors.
             fold = len(users) == 1 and type(users[0].layer) in (
-                keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+                keras.layers.Conv2D, keras.layers.DepthwiseConv2D
+            ) and len(set(layer.std)) == 1
             if fold:
                 pending_scale[node.output] = 1.0 / np.asarray(layer.std,
                                                               "float32")
@@ -416,19 +494,40 @@ def quantize_model(model):
         else:
             y = QuantizedOutput(layer, extra["activation"])(args)
         values[output] = y
+        built[id(y._keras_history.operation)] = len(built)
+        if isinstance(layer, keras.layers.Add):
+            _join_add_ranges(args, y, built)
     return keras.Model(inputs, values[id(model.outputs[0])],
                        name=f"qat_{model.name}")
 
 
+def _join_add_ranges(operands, result, built):
+    """Models the converter's calibration of an ADD's operand.
+
+    Measured on residual nets (plain and grouped convs, with or without BN,
+    with a fused ReLU6 or none): the operand computed last (here: built
+    last) gets the union of its own calibrated range and the ADD output's;
+    the other operands keep their own.
+    """
+    producers = [t._keras_history.operation for t in operands]
+    last = max(producers, key=lambda op: built.get(id(op), -1))
+    if hasattr(last, "quantizer"):
+        last.quantizer.join(result._keras_history.operation.quantizer)
+
+
 def quantizers(qat_model):
     """The activation quantizers of a `quantize_model` twin, in order."""
-    return [layer.quantizer for layer in qat_model.layers
-            if hasattr(layer, "quantizer")]
+    found = []
+    for layer in qat_model.layers:
+        found += [q for q in (getattr(layer, "quantizer", None),
+                              getattr(layer, "divided", None)) if q]
+    return found
 
 
-def calibrate(qat_model, inputs, batch_size=1):
+def calibrate(qat_model, inputs, batch_size=50):
     """Sets every activation range to the min / max over `inputs`, as the
-    converter calibrates (one sample at a time, float forward)."""
+    converter calibrates (float forward; the converter feeds one sample at
+    a time, but with BN frozen a min / max over batches is the same)."""
     found = quantizers(qat_model)
     for quantizer in found:
         quantizer.seen.assign(0.0)
