@@ -227,7 +227,7 @@ class Composition(Method):
     def build_model(self, config, input_shape, num_classes):
         def build_student(name):
             net = self.first.build_model(config, input_shape, num_classes)
-            return keras.Model(net.inputs, net.outputs, name=name)
+            return keras.Model(net.input, net.output, name=name)
 
         return self.then.train_together(
             build_student, config, f"{self.first.name}_{config.arch}")
