@@ -201,3 +201,37 @@ def test_then_od_refuses_student_convs():
     config = aps_od_config.get_config("student_conv=slimconv")
     with pytest.raises(UsageError, match="the students are aps's nets"):
         methods.get("aps_od").check(config)
+
+
+def test_any_one_net_method_distils_from_a_teacher(tmp_path):
+    from keras_compact.configs import loader
+    from keras_compact.methods import knowledge_distillation as kd
+
+    teacher = resnet_cifar(8, SHAPE, 10, name="teacher")
+    teacher.save(tmp_path / "teacher.keras")
+    config = loader.load("slimconv", "", f"teacher={tmp_path}/teacher.keras")
+    method = methods.get("slimconv")
+    method.check(config)
+    model = kd.with_teacher(method.build_model(config, SHAPE, 10), config)
+    assert isinstance(model, kd.TeacherDistillationModel)
+    before = [w.numpy().copy() for w in model.student.trainable_weights]
+    _train(model, method, config, _context(config, tmp_path))
+    assert all(not np.array_equal(a, w.numpy()) for a, w in
+               zip(before, model.student.trainable_weights))
+    deployable = method.deployable(kd.student_of(model), None)
+    assert deployable is model.student
+
+
+@pytest.mark.parametrize("method, message", [
+    ("slimconv", "--teacher=t.h5: must be a .keras"),
+    ("xnet", "--teacher=t.h5: must be a .keras"),
+    ("od", "--teacher=t.keras with --method=od: OD's students learn from "
+           "their online teacher"),
+])
+def test_teacher_checks(method, message):
+    from keras_compact.configs import loader
+
+    suffix = ".keras" if method == "od" else ".h5"
+    config = loader.load(method, "", f"teacher=t{suffix}")
+    with pytest.raises(UsageError, match=message):
+        methods.get(method).check(config)

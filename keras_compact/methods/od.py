@@ -333,6 +333,11 @@ class OnlineDistillation(Method):
                 f"{config.arch} is SlimConv's (its convs are SlimConv2D "
                 "already): pass --arch=resnet20 (or 32, 44, 56, 110), and "
                 "--student_conv=slimconv for SlimConv students.")
+        if config.get("teacher"):
+            raise UsageError(
+                f"--teacher={config.teacher} with --method=od: OD's students "
+                "learn from their online teacher; distilling them from a "
+                "fixed one as well is not implemented.")
         super().check(config)
         _check_options(config)
         if not 0 < config.validation_split < 1:
