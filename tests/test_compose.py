@@ -235,3 +235,34 @@ def test_teacher_checks(method, message):
     config = loader.load(method, "", f"teacher=t{suffix}")
     with pytest.raises(UsageError, match=message):
         methods.get(method).check(config)
+
+
+def _smoke_run(tmp_path, method, **fields):
+    from keras_compact.configs import loader
+
+    config = loader.load(method, "", "smoke")
+    config.update(dataset="synthetic", arch="resnet20", students=2,
+                  export="tflite", workdir=str(tmp_path), **fields)
+    metrics = training.run(config)
+    compact = methods.get(method).compact_student(config, (32, 32, 3), 10)
+    assert (metrics["params"], metrics["macs"]) == _counts(compact)
+    assert metrics["exports"]["tflite"]["bytes"] > 0
+    assert (tmp_path / "deployable.keras").exists()
+    return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [
+    "shift", "dw", "group", "slimconv", "expander",
+    pytest.param("expanded", marks=pytest.mark.ci_slow)])
+def test_trainer_runs_od_students_to_an_exported_compact_net(tmp_path, name):
+    metrics = _smoke_run(tmp_path, "od", student_conv=name)
+    if name == "expanded":
+        assert metrics["params"] == 272_474  # the plain ResNet-20
+
+
+@pytest.mark.slow
+def test_trainer_runs_aps_then_od(tmp_path):
+    metrics = _smoke_run(tmp_path, "aps_od", phase="train",
+                         widths="resnet20_20.6M")
+    assert metrics["method"] == "aps_od"
