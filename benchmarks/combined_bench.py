@@ -140,7 +140,7 @@ def table(args):
     lat_path = os.path.join(args.out, "latency.json")
     lat = files.read_json(lat_path) if os.path.exists(lat_path) else {}
     print("| row | seeds | test accuracy % (mean +- std) | params | MACs | "
-          "LiteRT fp32 ms |\n|---|---|---|---|---|---|")
+          "LiteRT fp32 ms | train s (mean) |\n|---|---|---|---|---|---|---|")
     for row in args.rows:
         runs = [files.read_json(os.path.join(args.out, f"{row}_{s}.json"))
                 for s in args.seeds
@@ -152,7 +152,8 @@ def table(args):
         ms = f"{lat[row]:.3f}" if row in lat else "-"
         print(f"| {row} | {len(runs)} | {statistics.mean(acc):.2f} +- "
               f"{std:.2f} | {runs[0]['params']:,} | {runs[0]['macs']:,} | "
-              f"{ms} |")
+              f"{ms} | {statistics.mean(r['train_seconds'] for r in runs):.0f}"
+              " |")
 
 
 def main():

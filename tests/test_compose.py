@@ -225,14 +225,12 @@ def test_any_one_net_method_distils_from_a_teacher(tmp_path):
 @pytest.mark.parametrize("method, message", [
     ("slimconv", "--teacher=t.h5: must be a .keras"),
     ("xnet", "--teacher=t.h5: must be a .keras"),
-    ("od", "--teacher=t.keras with --method=od: OD's students learn from "
-           "their online teacher"),
+    ("expandnet", "--teacher=t.h5: must be a .keras"),
 ])
 def test_teacher_checks(method, message):
     from keras_compact.configs import loader
 
-    suffix = ".keras" if method == "od" else ".h5"
-    config = loader.load(method, "", f"teacher=t{suffix}")
+    config = loader.load(method, "", "teacher=t.h5")
     with pytest.raises(UsageError, match=message):
         methods.get(method).check(config)
 
@@ -266,3 +264,31 @@ def test_trainer_runs_aps_then_od(tmp_path):
     metrics = _smoke_run(tmp_path, "aps_od", phase="train",
                          widths="resnet20_20.6M")
     assert metrics["method"] == "aps_od"
+
+
+def test_od_students_also_distil_from_a_fixed_teacher(tmp_path):
+    teacher = resnet_cifar(8, SHAPE, 10, name="teacher")
+    teacher.save(tmp_path / "teacher.keras")
+    config = aps_od_config.get_config(
+        f"smoke,phase=train,widths=resnet20_20.6M,students=2,"
+        f"teacher={tmp_path}/teacher.keras,kd_weight=0.5")
+    method = methods.get("aps_od")
+    method.check(config)
+    context = _context(config, tmp_path)
+    method.prepare(context)
+    model = method.build_model(config, SHAPE, 10)
+    x = np.random.default_rng(2).normal(size=(4, *SHAPE)).astype("float32")
+    y = np.array([1, 2, 3, 4])
+    students, online = model(x, training=False)
+    fixed = model.fixed_teacher(x, training=False)
+    without = float(model.od_loss(y, students, online))
+    with_fixed = float(model.od_loss(y, students, online, fixed_logits=fixed))
+    hinton = sum(float(model.fixed_distillation(fixed, s)) for s in students)
+    # Float32 sums of a few terms of size ~1-10: a few ulps.
+    assert with_fixed - without == pytest.approx(0.5 * hinton, rel=1e-5)
+    teacher_weights = [w.numpy().copy() for w in model.fixed_teacher.weights]
+    _train(model, method, config, context)
+    for before, after in zip(teacher_weights, model.fixed_teacher.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert not any(v is w for v in model.trainable_variables
+                   for w in model.fixed_teacher.weights)

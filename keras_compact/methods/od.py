@@ -22,6 +22,7 @@ from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
 from keras_compact.errors import UsageError
+from keras_compact.methods import knowledge_distillation
 from keras_compact.methods import registry
 from keras_compact.methods.base import Method
 from keras_compact.methods.base import check_option
@@ -58,6 +59,11 @@ class OnlineDistillationModel(keras.Model):
             a cheap block); the input of the last pooling layer is the
             student's feature map. Give them distinct names.
         temperature: distillation temperature `T` (4 in the paper).
+        fixed_teacher: optional trained classifier (`--teacher`): each
+            student also learns `kd_weight * T_kd^2 KL(fixed || student)`
+            (Hinton's batch-mean form, as `TeacherDistillationModel`); it
+            gets no gradient.
+        kd_temperature, kd_weight: `T_kd` and the weight of that term.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -76,7 +82,8 @@ class OnlineDistillationModel(keras.Model):
         Xie et al., https://arxiv.org/abs/1909.13063.
     """
 
-    def __init__(self, students, temperature=4.0, **kwargs):
+    def __init__(self, students, temperature=4.0, fixed_teacher=None,
+                 kd_temperature=4.0, kd_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         students = list(students)
         if not students:
@@ -108,6 +115,17 @@ class OnlineDistillationModel(keras.Model):
         self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
         self.distillation = losses.DistillationLoss(self.temperature)
+        self.fixed_teacher = fixed_teacher
+        self.kd_temperature = float(kd_temperature)
+        self.kd_weight = float(kd_weight)
+        if fixed_teacher is not None:
+            classes = fixed_teacher.outputs[0].shape[-1]
+            if classes != self.teacher_fc.units:
+                raise ValueError(f"The fixed teacher has {classes} classes, "
+                                 f"the students {self.teacher_fc.units}.")
+            fixed_teacher.trainable = False
+            self.fixed_distillation = losses.DistillationLoss(
+                self.kd_temperature, average_over_classes=False)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_accuracy = [
             keras.metrics.SparseCategoricalAccuracy(f"{s.name}_accuracy")
@@ -129,25 +147,31 @@ class OnlineDistillationModel(keras.Model):
         teacher = self.teacher_fc(ops.mean(x, axis=(1, 2)))
         return logits, teacher
 
-    def od_loss(self, y, student_logits, teacher_logits, sample_weight=None):
+    def od_loss(self, y, student_logits, teacher_logits, sample_weight=None,
+                fixed_logits=None):
         """The OD objective of one replica's batch (already replica-scaled).
 
-        Adds the layers' regularization losses, scaled like Keras does.
+        Adds the layers' regularization losses, scaled like Keras does, and
+        the fixed teacher's term when `fixed_logits` are given.
         """
         loss = self.cross_entropy(y, teacher_logits, sample_weight)
         for logits in student_logits:
             loss += self.cross_entropy(y, logits, sample_weight)
             loss += self.distillation(teacher_logits, logits, sample_weight)
+            if fixed_logits is not None:
+                loss += self.kd_weight * self.fixed_distillation(
+                    fixed_logits, logits, sample_weight)
         if self.losses:
             loss += ops.sum(self.losses) / distribute.num_replicas()
         return loss
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        fixed_logits = self._fixed_logits(x)
         with tf.GradientTape() as tape:
             student_logits, teacher_logits = self(x, training=True)
             loss = self.od_loss(y, student_logits, teacher_logits,
-                                sample_weight)
+                                sample_weight, fixed_logits)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -158,9 +182,15 @@ class OnlineDistillationModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         student_logits, teacher_logits = self(x, training=False)
-        loss = self.od_loss(y, student_logits, teacher_logits, sample_weight)
+        loss = self.od_loss(y, student_logits, teacher_logits, sample_weight,
+                            self._fixed_logits(x))
         return self._update_metrics(loss, y, student_logits, teacher_logits,
                                     sample_weight)
+
+    def _fixed_logits(self, x):
+        if self.fixed_teacher is None:
+            return None
+        return ops.stop_gradient(self.fixed_teacher(x, training=False))
 
     def _update_metrics(self, loss, y, student_logits, teacher_logits,
                         sample_weight):
@@ -206,6 +236,10 @@ class OnlineDistillationModel(keras.Model):
             students=[keras.saving.serialize_keras_object(s)
                       for s in self.students],
             temperature=self.temperature,
+            fixed_teacher=None if self.fixed_teacher is None else
+            keras.saving.serialize_keras_object(self.fixed_teacher),
+            kd_temperature=self.kd_temperature,
+            kd_weight=self.kd_weight,
         )
         return config
 
@@ -214,6 +248,9 @@ class OnlineDistillationModel(keras.Model):
         config = dict(config)
         config["students"] = [keras.saving.deserialize_keras_object(s)
                               for s in config["students"]]
+        if config.get("fixed_teacher") is not None:
+            config["fixed_teacher"] = keras.saving.deserialize_keras_object(
+                config["fixed_teacher"])
         return cls(**config)
 
 
@@ -333,11 +370,6 @@ class OnlineDistillation(Method):
                 f"{config.arch} is SlimConv's (its convs are SlimConv2D "
                 "already): pass --arch=resnet20 (or 32, 44, 56, 110), and "
                 "--student_conv=slimconv for SlimConv students.")
-        if config.get("teacher"):
-            raise UsageError(
-                f"--teacher={config.teacher} with --method=od: OD's students "
-                "learn from their online teacher; distilling them from a "
-                "fixed one as well is not implemented.")
         super().check(config)
         _check_options(config)
         if not 0 < config.validation_split < 1:
@@ -374,8 +406,15 @@ class OnlineDistillation(Method):
         """
         students = [build_student(f"student{index + 1}")
                     for index in range(config.students)]
+        fixed_teacher = None
+        if config.get("teacher"):
+            fixed_teacher = knowledge_distillation.load_teacher(
+                config.teacher)
         return OnlineDistillationModel(
-            students, temperature=config.temperature, name=f"od_{label}")
+            students, temperature=config.temperature,
+            fixed_teacher=fixed_teacher,
+            kd_temperature=config.get("kd_temperature", 4.0),
+            kd_weight=config.get("kd_weight", 1.0), name=f"od_{label}")
 
     def compile_model(self, model, optimizer, config):
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
