@@ -6,7 +6,8 @@ wraps the method's model in `TeacherDistillationModel` (`with_teacher`), so
 the net learns from the labels and from the frozen teacher's softened
 predictions, with the same `losses.DistillationLoss` that online
 distillation uses; the method's transform then gets the trained net
-(`student_of`).
+(`student_of`). OD adds the same term per student inside its own model
+(`od.OnlineDistillationModel(fixed_teacher=...)`).
 """
 
 import keras
