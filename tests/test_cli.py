@@ -136,6 +136,8 @@ CASES = [
     (CIFAR, ["--no_such_flag=1"], "Unknown command line flag"),
     (IMAGENET, ["--method=no_such_method"],
      "Valid methods: aps, aps_od, baseline"),
+    (CIFAR, ["--method=aps", "--then=expandnet"],
+     "expandnet cannot train aps's architecture"),
     # types
     (CIFAR, ["--lr=abc"], "lr expects a number, got 'abc'"),
     (CIFAR, ["--epochs=1.5"], "epochs expects an integer, got '1.5'"),
