@@ -29,6 +29,7 @@ from keras_compact import profiling
 from keras_compact import qat
 from keras_compact import workdir
 from keras_compact.errors import UsageError
+from keras_compact.methods import knowledge_distillation
 from keras_compact.registry import Registry
 
 log = logging.getLogger("keras_compact")
@@ -411,8 +412,8 @@ def run(config):
     steps_per_epoch = config.steps_per_epoch or (
         data.train_size // config.batch_size)
     with strategy.scope():
-        model = method.build_model(config, data.input_shape,
-                                   data.num_classes)
+        model = knowledge_distillation.with_teacher(method.build_model(
+            config, data.input_shape, data.num_classes), config)
         optimizer = optimizers.make_optimizer(config, steps_per_epoch)
         method.compile_model(model, optimizer, config)
         if config.get("label_smoothing"):
@@ -437,7 +438,8 @@ def run(config):
 
     if chief:
         _save(model, os.path.join(config.workdir, "model.keras"))
-    deployable = method.deployable(model, context)
+    deployable = method.deployable(knowledge_distillation.student_of(model),
+                                   context)
     if deployable is not model and deployable.inputs:
         # Keras's clone_model compiles a clone with a new optimizer that
         # never runs; an uncompiled view of the same layers carries none

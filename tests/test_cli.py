@@ -123,16 +123,21 @@ CONTRACT = "keras_compact.tools.contract"
 # the valid choices). `{data}` is the bad_data folder.
 CASES = [
     # names
-    (CIFAR, ["--method=no_such_method"], "Valid methods: aps, baseline"),
+    (CIFAR, ["--method=no_such_method"],
+     "Valid methods: aps, aps_od, baseline"),
     (CIFAR, ["--arch=resnet21"], "Valid archs: "),
     (CIFAR, ["--dataset=svhn"], "Valid datasets: cifar10, cifar100"),
     (CIFAR, ["--strategy=gpu"], "mirrored, multi_worker"),
     (CIFAR, ["--export=onnx"], "saved_model, tflite"),
-    (CIFAR, ["--config=no_such_recipe"], "packaged recipes: aps, baseline"),
+    (CIFAR, ["--config=no_such_recipe"],
+     "packaged recipes: aps, aps_od, baseline"),
     (CIFAR, ["--config=/no/such/recipe.py"], "does not exist"),
     (CIFAR, ["--set=lrr=0.1"], "Unknown config field 'lrr'. Valid fields"),
     (CIFAR, ["--no_such_flag=1"], "Unknown command line flag"),
-    (IMAGENET, ["--method=no_such_method"], "Valid methods: aps, baseline"),
+    (IMAGENET, ["--method=no_such_method"],
+     "Valid methods: aps, aps_od, baseline"),
+    (CIFAR, ["--method=aps", "--then=expandnet"],
+     "expandnet cannot train aps's architecture"),
     # types
     (CIFAR, ["--lr=abc"], "lr expects a number, got 'abc'"),
     (CIFAR, ["--epochs=1.5"], "epochs expects an integer, got '1.5'"),
@@ -239,4 +244,5 @@ def test_real_process(command):
     lines = _error_lines(result.stderr, "trainers.cifar")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert len(lines) == 1 and "Valid methods: aps, baseline" in lines[0]
+    assert len(lines) == 1
+    assert "Valid methods: aps, aps_od, baseline" in lines[0]

@@ -11,7 +11,8 @@ from keras_compact import models
 # layers.GroupedConv2D; nothing in the library may build it.
 _SHAPES = ((32, 32, 3), (64, 64, 3), (224, 224, 3))
 # APS builds the plain network of searched widths: use a shipped config.
-_RECIPE_ARGS = {"aps": "widths=resnet20_20.6M"}
+_RECIPE_ARGS = {"aps": "widths=resnet20_20.6M",
+                "aps_od": "widths=resnet20_20.6M,students=2"}
 
 
 def _build(builder):

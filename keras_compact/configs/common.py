@@ -47,6 +47,9 @@ def cifar_recipe(method, arch="resnet20"):
     config.mixed_precision = ""  # "", mixed_float16 (GPU), mixed_bfloat16
     config.export = ""  # any of saved_model,tflite,tflite_float16,tflite_int8
     config.qat_epochs = 0  # >0: int8 QAT fine-tuning -> model_int8_qat.tflite
+    config.teacher = ""  # a trained .keras to distil from (any one-net method)
+    config.kd_temperature = 4.0
+    config.kd_weight = 1.0
     config.verbose = 1
     return config
 

@@ -33,7 +33,4 @@ def get_config(arg=None):
     config.decay_rate = 0.1
     config.expand = "ck+fc"
     config.expand_rate = 4.0
-    config.teacher = ""  # a trained .keras teacher: the "w/ KD" rows
-    config.kd_temperature = 4.0
-    config.kd_weight = 1.0
     return common.parse_arg(config, arg)

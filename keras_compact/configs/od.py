@@ -14,9 +14,15 @@ tables could not be retrieved (see specs/od_cheap.md section 4); its
 abstract claims that OD students beat the same cheap nets trained alone.
 `group_num` defaults to 4: the repo's default 1 is a dense 3x3 conv and the
 paper's value is unknown.
+
+
+`--student_conv=slimconv|expander|expanded` builds the students from
+another method's layer (keras_compact.methods.compose; recipes od_slimconv,
+od_expander, od_expanded).
 """
 
 from keras_compact.configs import common
+from keras_compact.methods import compose
 
 
 def get_config(arg=None):
@@ -25,8 +31,17 @@ def get_config(arg=None):
     config.decay_epochs = (150, 225)
     config.weight_decay = 2e-4
     config.validation_split = 0.1
+    add_od_fields(config)
+    return common.parse_arg(config, arg)
+
+
+def add_od_fields(config):
+    """The OD options, and the fields every `--student_conv` reads."""
     config.block = "shift"
+    config.student_conv = ""  # "": --block
     config.students = 4
     config.group_num = 4
     config.temperature = 4.0
-    return common.parse_arg(config, arg)
+    for name, default in compose.student_options().items():
+        config[name] = default
+    return config

@@ -2,6 +2,7 @@
 
 from keras_compact.methods import aps
 from keras_compact.methods import baseline
+from keras_compact.methods import compose
 from keras_compact.methods import expandnet
 from keras_compact.methods import od
 from keras_compact.methods import slimconv

@@ -4,6 +4,7 @@ import keras
 
 from keras_compact import models
 from keras_compact.errors import UsageError
+from keras_compact.methods import knowledge_distillation
 
 
 class Method:
@@ -38,6 +39,7 @@ class Method:
         (calling this one).
         """
         models.registry.ARCHITECTURES.get(config.arch)
+        knowledge_distillation.check(config)
         if self.archs is not None and config.arch not in self.archs:
             raise UsageError(
                 f"--method={self.name} needs {self.arch_kind}, got --arch="
@@ -57,6 +59,13 @@ class Method:
         return models.build(config.arch, input_shape, num_classes)
 
     def compile_model(self, model, optimizer, config):
+        if isinstance(model,
+                      knowledge_distillation.TeacherDistillationModel):
+            # Its train_step has the loss and the student's accuracy.
+            model.compile(optimizer=optimizer,
+                          jit_compile=config.jit_compile,
+                          steps_per_execution=config.steps_per_execution)
+            return
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

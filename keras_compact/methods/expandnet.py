@@ -12,8 +12,8 @@ SmallNet expands its three convs (not the RGB layer's first width) and fc1
 MobileNetV2 the stem and the depthwise conv of the first block of each
 stride-2 stage. 1x1 convs and classifiers are never expanded.
 
-Knowledge distillation (the paper's "w/ KD" rows) is not part of this
-module.
+Knowledge distillation (the paper's "w/ KD" rows, `--teacher`) is
+`methods.knowledge_distillation`, shared by every single-net method.
 
 Reference: Guo, Alvarez, Salzmann, "ExpandNets: Linear Over-parameterization
 to Train Compact Convolutional Networks", NeurIPS 2020,
@@ -217,10 +217,6 @@ class ExpandNet(Method):
         "expand": ("ck+fc", "expansion: none, cl, ck, fc, cl+fc or ck+fc "
                             "('+' or ',' separated); CK needs k > 3"),
         "expand_rate": (4.0, "expansion rate r of every expanded layer"),
-        "teacher": ("", "trained teacher .keras for the paper's 'w/ KD' "
-                        "rows (empty: no distillation)"),
-        "kd_temperature": (4.0, "distillation temperature T"),
-        "kd_weight": (1.0, "weight of the T^2 KL term next to the CE"),
     }
 
     def check(self, config):
@@ -235,28 +231,12 @@ class ExpandNet(Method):
                              "no hidden fully-connected layer to expand; "
                              "drop '+fc'.")
         check_option(config, "expand_rate", lambda v: v > 0, "> 0")
-        check_option(config, "kd_temperature", lambda v: v > 0, "> 0")
-        check_option(config, "kd_weight", lambda v: v >= 0, ">= 0")
-        if config.teacher and not config.teacher.endswith(".keras"):
-            raise UsageError(f"--teacher={config.teacher}: must be a .keras "
-                             "model file (a workdir's model.keras).")
 
     def build_model(self, config, input_shape, num_classes):
-        model = build_expanded(config.arch, input_shape, num_classes,
-                               config.expand, config.expand_rate)
-        if not config.teacher:
-            return model
-        return knowledge_distillation.TeacherDistillationModel(
-            model, knowledge_distillation.load_teacher(config.teacher),
-            temperature=config.kd_temperature, weight=config.kd_weight)
-
-    def compile_model(self, model, optimizer, config):
-        if not isinstance(model,
-                          knowledge_distillation.TeacherDistillationModel):
-            return super().compile_model(model, optimizer, config)
-        model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
-                      steps_per_execution=config.steps_per_execution)
+        return knowledge_distillation.with_teacher(
+            build_expanded(config.arch, input_shape, num_classes,
+                           config.expand, config.expand_rate), config)
 
     def deployable(self, model, context):
         del context
-        return contract(getattr(model, "student", model))
+        return contract(knowledge_distillation.student_of(model))

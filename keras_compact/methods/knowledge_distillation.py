@@ -1,9 +1,13 @@
 """Offline knowledge distillation from a trained teacher (Hinton et al.).
 
-Used by ExpandNets' "w/ KD" rows (`--teacher=PATH.keras`): the student (the
-expanded net) learns from the labels and from the frozen teacher's softened
+`--teacher=PATH.keras` works with every method that trains one classifier
+(baseline, slimconv, xnet, expandnet: its "w/ KD" rows, aps): the trainer
+wraps the method's model in `TeacherDistillationModel` (`with_teacher`), so
+the net learns from the labels and from the frozen teacher's softened
 predictions, with the same `losses.DistillationLoss` that online
-distillation uses.
+distillation uses; the method's transform then gets the trained net
+(`student_of`). OD adds the same term per student inside its own model
+(`od.OnlineDistillationModel(fixed_teacher=...)`).
 """
 
 import keras
@@ -13,6 +17,15 @@ from keras import ops
 from keras_compact import api
 from keras_compact import distribute
 from keras_compact import losses
+from keras_compact.errors import UsageError
+
+# The config fields of every recipe (`configs.common.cifar_recipe`).
+OPTIONS = {
+    "teacher": ("", "trained teacher .keras to distil from, for any method "
+                    "that trains one classifier (empty: no distillation)"),
+    "kd_temperature": (4.0, "distillation temperature T"),
+    "kd_weight": (1.0, "weight of the T^2 KL term next to the CE"),
+}
 
 
 @api.serializable
@@ -126,3 +139,34 @@ def load_teacher(path):
         raise ValueError(f"Could not load the teacher {path} ({error}). "
                          "Train one first, e.g. --method=baseline, and pass "
                          "its workdir's model.keras.") from error
+
+
+def check(config):
+    """Raises `UsageError` for bad distillation fields of `config`."""
+    from keras_compact.methods.base import check_option
+
+    if "teacher" not in config:  # a recipe made before distillation
+        return
+    check_option(config, "kd_temperature", lambda v: v > 0, "> 0")
+    check_option(config, "kd_weight", lambda v: v >= 0, ">= 0")
+    if config.teacher and not config.teacher.endswith(".keras"):
+        raise UsageError(f"--teacher={config.teacher}: must be a .keras "
+                         "model file (a workdir's model.keras).")
+
+
+def with_teacher(model, config):
+    """`model` distilled from `config.teacher`, or `model` when unset (or
+    already distilled)."""
+    if not config.get("teacher") or isinstance(model,
+                                               TeacherDistillationModel):
+        return model
+    return TeacherDistillationModel(
+        model, load_teacher(config.teacher),
+        temperature=config.kd_temperature, weight=config.kd_weight)
+
+
+def student_of(model):
+    """The trained net inside a `TeacherDistillationModel` (else `model`)."""
+    if isinstance(model, TeacherDistillationModel):
+        return model.student
+    return model

@@ -6,6 +6,7 @@ official code github.com/EthanZhangYC/OD-cheap-convolution
 (`main_teacher.py`, `model/cifar10/shiftresnet.py`).
 """
 
+import dataclasses
 import logging
 import os
 
@@ -21,6 +22,8 @@ from keras_compact import layers
 from keras_compact import losses
 from keras_compact import models
 from keras_compact.errors import UsageError
+from keras_compact.methods import knowledge_distillation
+from keras_compact.methods import registry
 from keras_compact.methods.base import Method
 from keras_compact.methods.base import check_option
 from keras_compact.methods.registry import register
@@ -56,6 +59,11 @@ class OnlineDistillationModel(keras.Model):
             a cheap block); the input of the last pooling layer is the
             student's feature map. Give them distinct names.
         temperature: distillation temperature `T` (4 in the paper).
+        fixed_teacher: optional trained classifier (`--teacher`): each
+            student also learns `kd_weight * T_kd^2 KL(fixed || student)`
+            (Hinton's batch-mean form, as `TeacherDistillationModel`); it
+            gets no gradient.
+        kd_temperature, kd_weight: `T_kd` and the weight of that term.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -74,7 +82,8 @@ class OnlineDistillationModel(keras.Model):
         Xie et al., https://arxiv.org/abs/1909.13063.
     """
 
-    def __init__(self, students, temperature=4.0, **kwargs):
+    def __init__(self, students, temperature=4.0, fixed_teacher=None,
+                 kd_temperature=4.0, kd_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         students = list(students)
         if not students:
@@ -106,6 +115,17 @@ class OnlineDistillationModel(keras.Model):
         self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
         self.distillation = losses.DistillationLoss(self.temperature)
+        self.fixed_teacher = fixed_teacher
+        self.kd_temperature = float(kd_temperature)
+        self.kd_weight = float(kd_weight)
+        if fixed_teacher is not None:
+            classes = fixed_teacher.outputs[0].shape[-1]
+            if classes != self.teacher_fc.units:
+                raise ValueError(f"The fixed teacher has {classes} classes, "
+                                 f"the students {self.teacher_fc.units}.")
+            fixed_teacher.trainable = False
+            self.fixed_distillation = losses.DistillationLoss(
+                self.kd_temperature, average_over_classes=False)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_accuracy = [
             keras.metrics.SparseCategoricalAccuracy(f"{s.name}_accuracy")
@@ -127,25 +147,31 @@ class OnlineDistillationModel(keras.Model):
         teacher = self.teacher_fc(ops.mean(x, axis=(1, 2)))
         return logits, teacher
 
-    def od_loss(self, y, student_logits, teacher_logits, sample_weight=None):
+    def od_loss(self, y, student_logits, teacher_logits, sample_weight=None,
+                fixed_logits=None):
         """The OD objective of one replica's batch (already replica-scaled).
 
-        Adds the layers' regularization losses, scaled like Keras does.
+        Adds the layers' regularization losses, scaled like Keras does, and
+        the fixed teacher's term when `fixed_logits` are given.
         """
         loss = self.cross_entropy(y, teacher_logits, sample_weight)
         for logits in student_logits:
             loss += self.cross_entropy(y, logits, sample_weight)
             loss += self.distillation(teacher_logits, logits, sample_weight)
+            if fixed_logits is not None:
+                loss += self.kd_weight * self.fixed_distillation(
+                    fixed_logits, logits, sample_weight)
         if self.losses:
             loss += ops.sum(self.losses) / distribute.num_replicas()
         return loss
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        fixed_logits = self._fixed_logits(x)
         with tf.GradientTape() as tape:
             student_logits, teacher_logits = self(x, training=True)
             loss = self.od_loss(y, student_logits, teacher_logits,
-                                sample_weight)
+                                sample_weight, fixed_logits)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -156,9 +182,15 @@ class OnlineDistillationModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         student_logits, teacher_logits = self(x, training=False)
-        loss = self.od_loss(y, student_logits, teacher_logits, sample_weight)
+        loss = self.od_loss(y, student_logits, teacher_logits, sample_weight,
+                            self._fixed_logits(x))
         return self._update_metrics(loss, y, student_logits, teacher_logits,
                                     sample_weight)
+
+    def _fixed_logits(self, x):
+        if self.fixed_teacher is None:
+            return None
+        return ops.stop_gradient(self.fixed_teacher(x, training=False))
 
     def _update_metrics(self, loss, y, student_logits, teacher_logits,
                         sample_weight):
@@ -204,6 +236,10 @@ class OnlineDistillationModel(keras.Model):
             students=[keras.saving.serialize_keras_object(s)
                       for s in self.students],
             temperature=self.temperature,
+            fixed_teacher=None if self.fixed_teacher is None else
+            keras.saving.serialize_keras_object(self.fixed_teacher),
+            kd_temperature=self.kd_temperature,
+            kd_weight=self.kd_weight,
         )
         return config
 
@@ -212,6 +248,9 @@ class OnlineDistillationModel(keras.Model):
         config = dict(config)
         config["students"] = [keras.saving.deserialize_keras_object(s)
                               for s in config["students"]]
+        if config.get("fixed_teacher") is not None:
+            config["fixed_teacher"] = keras.saving.deserialize_keras_object(
+                config["fixed_teacher"])
         return cls(**config)
 
 
@@ -236,9 +275,48 @@ BLOCKS.register(
     "group",
     lambda config: layers.GroupBlock.as_block(groups=config.group_num))
 
+
+@dataclasses.dataclass(frozen=True)
+class StudentConv:
+    """What `--student_conv=NAME` builds the students from.
+
+    Attributes:
+        block: `block(config)`, the residual block of every student (a
+            `models.resnet_cifar` block).
+        method: the registered method whose `deployable` maps the chosen
+            student to its deployable form ("": deployed as trained).
+        compact_block: `block(config)` of the net that transform gives,
+            to build it directly (None: `block`, the transform keeps the
+            architecture).
+        check: `check(config)` raising `UsageError` for a conflict.
+        options: `{field: default}`, the config fields `block` reads.
+    """
+
+    block: object
+    method: str = ""
+    compact_block: object = None
+    check: object = None
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+# --student_conv: the cheap blocks, and the other methods' layers
+# (`methods.compose.student_conv` adds those).
+STUDENT_CONVS = Registry("OD student conv")
+for _name in BLOCKS.names():
+    STUDENT_CONVS.register(_name, StudentConv(BLOCKS.get(_name)))
+
+
+def student_conv_name(config):
+    """`--student_conv`, or `--block` when it is not set."""
+    return config.get("student_conv") or config.block
+
+
 def _check_options(config):
     """The option checks that `build_model` needs too."""
     BLOCKS.get(config.block)
+    kind = STUDENT_CONVS.get(student_conv_name(config))
+    if kind.check is not None:
+        kind.check(config)
     check_option(config, "students",
                  lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
     # The group block splits the 16, 32 and 64 channels of every stage.
@@ -256,9 +334,11 @@ class OnlineDistillation(Method):
     """Students made of cheap blocks, trained with an online teacher.
 
     `build_model` makes `config.students` copies of `config.arch` (a CIFAR
-    ResNet) with `config.block` residual blocks in one
-    `OnlineDistillationModel`; `deployable` returns the student that is most
-    accurate on the validation split (`config.validation_split > 0`).
+    ResNet) whose residual blocks come from `--student_conv` (or
+    `--block`) in one `OnlineDistillationModel`; `deployable` takes the
+    student that is most accurate on the validation split
+    (`config.validation_split > 0`), then applies the transform of the
+    method whose layer the students use (`StudentConv.method`).
     """
 
     archs = tuple(name for name in models.names() if getattr(
@@ -269,12 +349,27 @@ class OnlineDistillation(Method):
     options = {
         "block": ("shift", "cheap block of the students: "
                   + " | ".join(BLOCKS.names())),
+        "student_conv": ("", "students' convs: a cheap block (as --block) "
+                         "or another method's layer: slimconv | expander | "
+                         "expanded (contracted after training); empty: "
+                         "--block"),
         "students": (4, "number of students trained together (>= 1)"),
         "group_num": (4, "channel groups of the 3x3 convs of --block=group"),
         "temperature": (4.0, "distillation temperature T"),
     }
 
+    def __init__(self):
+        self.transform_method = None
+
     def check(self, config):
+        if (config.get("student_conv")
+                and config.arch in models.sc_resnet.SC_ARCHS):
+            raise UsageError(
+                f"--student_conv={config.student_conv} "
+                f"builds its students from a plain CIFAR ResNet, but --arch="
+                f"{config.arch} is SlimConv's (its convs are SlimConv2D "
+                "already): pass --arch=resnet20 (or 32, 44, 56, 110), and "
+                "--student_conv=slimconv for SlimConv students.")
         super().check(config)
         _check_options(config)
         if not 0 < config.validation_split < 1:
@@ -285,21 +380,66 @@ class OnlineDistillation(Method):
 
     def build_model(self, config, input_shape, num_classes):
         _check_options(config)
-        block = BLOCKS.get(config.block)(config)
-        students = [
-            models.build(config.arch, input_shape, num_classes, block=block,
-                         name=f"student{index + 1}")
-            for index in range(config.students)
-        ]
+        name = student_conv_name(config)
+        block = STUDENT_CONVS.get(name).block(config)
+        return self.train_together(
+            lambda student: models.build(config.arch, input_shape,
+                                         num_classes, block=block,
+                                         name=student),
+            config, f"{name}_{config.arch}")
+
+    def compact_student(self, config, input_shape, num_classes):
+        """The deployable's architecture, built directly (untrained)."""
+        kind = STUDENT_CONVS.get(student_conv_name(config))
+        block = (kind.compact_block or kind.block)(config)
+        return models.build(config.arch, input_shape, num_classes,
+                            block=block)
+
+    def train_together(self, build_student, config, label):
+        """The `OnlineDistillationModel` of `config.students` students.
+
+        Args:
+            build_student: `build_student(name)`, a functional classifier
+                ending in global average pooling + dense.
+            config: the run's config (`students`, `temperature`).
+            label: names the model, `od_<label>`.
+        """
+        students = [build_student(f"student{index + 1}")
+                    for index in range(config.students)]
+        fixed_teacher = None
+        if config.get("teacher"):
+            fixed_teacher = knowledge_distillation.load_teacher(
+                config.teacher)
         return OnlineDistillationModel(
             students, temperature=config.temperature,
-            name=f"od_{config.block}_{config.arch}")
+            fixed_teacher=fixed_teacher,
+            kd_temperature=config.get("kd_temperature", 4.0),
+            kd_weight=config.get("kd_weight", 1.0), name=f"od_{label}")
 
     def compile_model(self, model, optimizer, config):
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
 
     def deployable(self, model, context):
+        """The best student, then its layer's method's transform."""
+        student = self.best_student(model, context)
+        kind = STUDENT_CONVS.get(student_conv_name(context.config))
+        self.transform_method = kind.method or None
+        if not kind.method:
+            return student
+        log.info("OD: %s students deploy through --method=%s's transform.",
+                 student_conv_name(context.config), kind.method)
+        return registry.get(kind.method).deployable(student, context)
+
+    def deployment_notes(self):
+        if self.transform_method is None:
+            return {}
+        return {"od_student_transform": self.transform_method,
+                **registry.get(self.transform_method).deployment_notes()}
+
+    def best_student(self, model, context):
+        """A plain copy of the student most accurate on the validation
+        split, as trained."""
         if context.data.validation is None:
             raise ValueError(
                 "OD deploys the best student on a validation split held out "

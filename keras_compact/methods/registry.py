@@ -25,8 +25,11 @@ def names():
 
 
 def all_options():
-    """`{option: (default, help)}` over every registered method."""
-    options = {}
+    """`{option: (default, help)}` over every registered method, and the
+    distillation options every method takes."""
+    from keras_compact.methods import knowledge_distillation
+
+    options = dict(knowledge_distillation.OPTIONS)
     for name in names():
         options.update(get(name).options)
     return options

@@ -10,6 +10,8 @@ package is installed):
   python -m trainers.cifar --method=baseline --smoke --dataset=synthetic
   python -m trainers.cifar --method=baseline --set=nesterov=true,lr=0.05
   python -m trainers.cifar --method=xnet --config=xnet:vgg
+  python -m trainers.cifar --method=od --student_conv=expanded
+  python -m trainers.cifar --method=aps --then=od --arch=resnet20
 
 A user error (bad flag or value) prints one line and exits with status 2;
 `--verbosity=1` adds its traceback.

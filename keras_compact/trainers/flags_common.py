@@ -47,7 +47,8 @@ FIELDS = {
 
 
 def define(fields):
-    """Defines --method, --config, --smoke, --set and one flag per field.
+    """Defines --method, --then, --config, --smoke, --set and one flag per
+    field.
 
     Args:
         fields: `{name: help}` of the trainer's shortcut flags; the methods'
@@ -58,6 +59,10 @@ def define(fields):
     """
     flags.DEFINE_string("method", "baseline",
                         f"Compaction method: {', '.join(methods.names())}.")
+    flags.DEFINE_string("then", "", "Compose: train --method's architecture "
+                        "with this method, e.g. --method=aps --then=od "
+                        "(declared: "
+                        f"{', '.join(methods.compose.composed_names())}).")
     flags.DEFINE_string("config", "", "Another recipe: a packaged one by "
                         f"name ({', '.join(loader.names())}) or a file, "
                         "NAME[:ARG] or path.py[:ARG], e.g. xnet:vgg.")
@@ -82,8 +87,8 @@ def build_config(fields, recipe):
         recipe: `recipe(method, config_file, arg) -> ConfigDict`, e.g.
             `configs.loader.load`.
     """
-    config = recipe(FLAGS.method, FLAGS.config,
-                    "smoke" if FLAGS.smoke else "")
+    method = methods.compose.resolve(FLAGS.method, FLAGS.then)
+    config = recipe(method, FLAGS.config, "smoke" if FLAGS.smoke else "")
     for name in fields:
         if FLAGS[name].value is not None:
             if name not in config:
