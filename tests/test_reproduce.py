@@ -421,3 +421,8 @@ def test_a_claim_the_data_contradicts(tmp_path):
     (result,) = [r for r in report.claims(table, options)
                  if r["row"] == "aps_resnet20_20.6M"]
     assert result["verdict"] == "contradicts"
+    # A run of some rows judges only the claims between them.
+    options = _options(tmp_path, seeds=2, rows=("aps_resnet20_20.6M",
+                                                "resnet20_thin", "resnet20"))
+    assert [r["row"] for r in report.claims(table, options)] == [
+        "aps_resnet20_20.6M"]

@@ -106,9 +106,12 @@ def claims(table, options):
     """Each claim's paired difference (row - baseline, % points, same
     seeds), its 95% confidence interval and the verdict: "supports" if
     the interval is above 0, "contradicts" if below, else "cannot
-    resolve"."""
+    resolve". With `options.rows`, only the claims between those rows."""
+    selected = {row.name for row in table.select(options.rows)}
     results = []
     for claim in table.claims:
+        if not {claim.row, claim.baseline} <= selected:
+            continue
         pairs = []
         for seed in range(options.seeds):
             a, b = (_read(os.path.join(runner.seed_dir(
