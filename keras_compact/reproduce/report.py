@@ -235,7 +235,8 @@ def markdown(table, entries, options):
         "",
         f"{source} Ours: "
         f"{', '.join(datasets) or 'nothing finished yet'}, "
-        f"{options.seeds} seeds (0..{options.seeds - 1}), epochs "
+        f"{options.seeds} seed{'s' if options.seeds > 1 else ''} "
+        f"(0..{options.seeds - 1}), epochs "
         f"{', '.join(map(str, epochs)) or '—'}"
         f"{', budget ' + options.budget if options.budget else ''}"
         f"{', smoke recipes' if options.smoke else ''}. Ours is the last "
