@@ -38,18 +38,26 @@ def _epochs_may_grow(recorded, current):
             and current.get("schedule") != "cosine")
 
 
-def differing_fields(recorded, current):
-    """Names of the fields whose change would alter the result."""
+def differing_fields(recorded, current, finished=False):
+    """Names of the fields whose change would alter the result.
+
+    A `finished` run cannot take more epochs (its backup is gone when
+    training ends), so there a change of `epochs` always counts.
+    """
     names = sorted(set(recorded) | set(current))
     differ = [n for n in names if n not in RESUMABLE
               and recorded.get(n) != current.get(n)]
-    if "epochs" in differ and _epochs_may_grow(recorded, current):
+    if ("epochs" in differ and not finished
+            and _epochs_may_grow(recorded, current)):
         differ.remove("epochs")
     return differ
 
 
-def check_config(config):
+def check_config(config, finished=False):
     """Refuses `config` if `config.workdir` was made with another one.
+
+    `finished`: the workdir holds a finished run that would be reused as
+    it is (tools.reproduce's rerun), not resumed.
 
     Raises:
         UsageError: naming each differing field (recorded -> now) and
@@ -64,17 +72,23 @@ def check_config(config):
         raise UsageError(f"{path} is not valid JSON ({error}); restore it or "
                          "use a new --workdir.") from None
     current = _as_json(config)
-    differ = differing_fields(recorded, current)
-    if differ:
-        changes = ", ".join(
-            f"{n}: {_short(recorded.get(n))} -> {_short(current.get(n))}"
-            for n in differ)
+    differ = differing_fields(recorded, current, finished)
+    if not differ:
+        return
+    changes = ", ".join(
+        f"{n}: {_short(recorded.get(n))} -> {_short(current.get(n))}"
+        for n in differ)
+    if finished:
         raise UsageError(
-            f"--workdir={config.workdir} was made with another config "
-            f"({changes}); resuming it would mix two runs. Use a new "
-            f"--workdir, or the recorded values (in {path}). Only "
-            f"{', '.join(sorted(RESUMABLE))} and more epochs (step "
-            "schedule) may change on resume.")
+            f"{config.workdir} holds a finished run with another config "
+            f"({changes}); it is not reused. Use another --workdir, or "
+            "delete that folder to run it again.")
+    raise UsageError(
+        f"--workdir={config.workdir} was made with another config "
+        f"({changes}); resuming it would mix two runs. Use a new "
+        f"--workdir, or the recorded values (in {path}). Only "
+        f"{', '.join(sorted(RESUMABLE))} and more epochs (step "
+        "schedule) may change on resume.")
 
 
 def _short(value, width=40):

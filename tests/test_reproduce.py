@@ -241,9 +241,19 @@ def test_a_finished_run_with_another_config_is_refused(tmp_path):
     def train(config):
         raise AssertionError("a finished run was trained again")
 
-    with pytest.raises(UsageError, match="fields epochs, lr differ"):
+    with pytest.raises(UsageError, match=r"finished run with another "
+                       r"config \(epochs: 7 -> \d+, lr: 0.5 -> "):
         runner.run(table, options, train=train)
     same = runner.row_config(table, table.row(ROWS[0]), options, 0)
+    # Fewer epochs than asked for: a finished run is not extended (the
+    # trainer would extend an unfinished one), so it is refused too.
+    same.epochs -= 1
+    files.write_json(os.path.join(config.workdir, "config.json"),
+                     json.loads(same.to_json()))
+    with pytest.raises(UsageError, match=r"\(epochs: \d+ -> \d+\)"):
+        runner.run(table, options, train=train)
+    same.epochs += 1
+    same.verbose = 0  # what is printed does not change the run
     files.write_json(os.path.join(config.workdir, "config.json"),
                      json.loads(same.to_json()))
     assert runner.run(table, options, train=train)["skipped"] == [
@@ -411,3 +421,8 @@ def test_a_claim_the_data_contradicts(tmp_path):
     (result,) = [r for r in report.claims(table, options)
                  if r["row"] == "aps_resnet20_20.6M"]
     assert result["verdict"] == "contradicts"
+    # A run of some rows judges only the claims between them.
+    options = _options(tmp_path, seeds=2, rows=("aps_resnet20_20.6M",
+                                                "resnet20_thin", "resnet20"))
+    assert [r["row"] for r in report.claims(table, options)] == [
+        "aps_resnet20_20.6M"]

@@ -103,8 +103,12 @@ def _plot(table, points, key, scale, xlabel, path):
     paper = (f"paper's numbers on {table.dataset}" if with_paper else
              f"paper's points omitted: they are on {table.dataset}"
              if has_paper else "no paper numbers")
-    axes.set_title(f"{table.title}\nours: {', '.join(datasets)}, mean ± std "
-                   f"over up to {seeds} seeds; {paper}", fontsize=9)
+    # The budget tells a reader how far from converged "ours" is.
+    epochs = sorted({p["epochs"] for p in points if p.get("epochs")})
+    budget = f"{'/'.join(map(str, epochs))} epochs, " if epochs else ""
+    axes.set_title(f"{table.title}\nours: {', '.join(datasets)}, {budget}"
+                   f"mean ± std over up to {seeds} seeds; {paper}",
+                   fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     handles.append(mlines.Line2D([], [], color="black", marker="o",
                                  linestyle="none",

@@ -106,9 +106,12 @@ def claims(table, options):
     """Each claim's paired difference (row - baseline, % points, same
     seeds), its 95% confidence interval and the verdict: "supports" if
     the interval is above 0, "contradicts" if below, else "cannot
-    resolve"."""
+    resolve". With `options.rows`, only the claims between those rows."""
+    selected = {row.name for row in table.select(options.rows)}
     results = []
     for claim in table.claims:
+        if not {claim.row, claim.baseline} <= selected:
+            continue
         pairs = []
         for seed in range(options.seeds):
             a, b = (_read(os.path.join(runner.seed_dir(
@@ -232,7 +235,8 @@ def markdown(table, entries, options):
         "",
         f"{source} Ours: "
         f"{', '.join(datasets) or 'nothing finished yet'}, "
-        f"{options.seeds} seeds (0..{options.seeds - 1}), epochs "
+        f"{options.seeds} seed{'s' if options.seeds > 1 else ''} "
+        f"(0..{options.seeds - 1}), epochs "
         f"{', '.join(map(str, epochs)) or '—'}"
         f"{', budget ' + options.budget if options.budget else ''}"
         f"{', smoke recipes' if options.smoke else ''}. Ours is the last "

@@ -2,8 +2,9 @@
 
 Row `r` of table `t` with seed `k` is `keras_compact.training.run(config)`
 in `WORKDIR/t/r/seed<k>`. A run with `metrics.json` is finished and is
-skipped (after checking that it was run with the same config); any other
-run is started, and the trainer resumes it from its `backup/`.
+skipped (after `workdir.check_config` checks that it was run with the
+same config); any other run is started, and the trainer resumes it from
+its `backup/`.
 
 Example (a smoke run of two rows, two seeds, on synthetic data):
 
@@ -24,6 +25,7 @@ import tensorflow as tf
 from configs import common
 from configs import loader
 from keras_compact import files
+from keras_compact import workdir
 from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
@@ -41,9 +43,6 @@ RECIPES.register("imagenet", os.path.join(
 SCHEDULE_FIELDS = {"decay_epochs": "epochs", "warmup_epochs": "epochs",
                    "search_warmup_epochs": "search_epochs",
                    "search_decay_epochs": "search_epochs"}
-
-# Fields that may differ between a finished run and its rerun.
-IGNORED_FIELDS = ("verbose",)
 
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -212,43 +211,8 @@ def images_per_second(config, steps=10):
         steps)
 
 
-def differences(recorded, config):
-    """Fields whose value in `config` differs from the `recorded` dict."""
-    current = _plain(config.to_dict())
-    recorded = _plain(recorded)
-    return sorted(key for key in set(current) | set(recorded)
-                  if key not in IGNORED_FIELDS
-                  and current.get(key) != recorded.get(key))
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def finished(directory):
     return tf.io.gfile.exists(os.path.join(directory, "metrics.json"))
-
-
-def check_finished_run(directory, config):
-    """Refuses a finished run recorded with another config.
-
-    The trainer records `config.json` in its workdir (and itself refuses to
-    resume an unfinished run with another config); a finished run is never
-    handed to the trainer again, so the check is made here.
-    """
-    path = os.path.join(directory, "config.json")
-    if not tf.io.gfile.exists(path):
-        return
-    changed = differences(files.read_json(path), config)
-    if changed:
-        raise UsageError(
-            f"{directory} holds a finished run with another config (fields "
-            f"{', '.join(changed)} differ). Use another --workdir, or delete "
-            "that folder to run the row again.")
 
 
 def run(table, options, train=None, measure=None):
@@ -278,7 +242,9 @@ def run(table, options, train=None, measure=None):
         directory = config.workdir
         where = f"[{index}/{total}] {table.name}/{row.name}/seed{seed}"
         if finished(directory):
-            check_finished_run(directory, config)
+            # Never handed to the trainer again, so its config check is
+            # made here.
+            workdir.check_config(config, finished=True)
             log.info("%s: finished, skipped", where)
             outcome["skipped"].append(directory)
             continue

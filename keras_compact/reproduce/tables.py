@@ -275,7 +275,12 @@ def _resnet(depth):
 
 # -- Cheap convolutions + online distillation (Xie et al.) ------------------
 
-_OD_NOTE = "paper table not retrieved (specs/od_cheap.md 4)"
+# Looked for on 2026-12-02 and not found: specs/od_cheap.md 4 (the spec's
+# author saw only the abstract), the official repo
+# EthanZhangYC/OD-cheap-convolution (README of all 22 commits to a405c9e,
+# no logs) and the abstract pages indexed by the search tool.
+_OD_NOTE = ("paper table not retrieved: not in specs/od_cheap.md 4 nor the "
+            "official repo (a405c9e)")
 register(Table(
     "od_cifar10",
     "OD: ResNet-56 cheap-conv students, 1 vs 4, CIFAR-10",
@@ -293,7 +298,12 @@ register(Table(
 
 # -- APS channel search (Wang et al., NeurIPS 2020) -------------------------
 
-_APS_NOTE = "paper table not retrieved (specs/aps.md 5)"
+# Looked for on 2026-12-02 and not found: specs/aps.md 5, the official
+# repo haolibai/APS-channel-search at 99fd261 (README, scripts/: widths
+# and FLOPs only; its logs are on an external share) and the abstract and
+# proceedings pages indexed by the search tool.
+_APS_NOTE = ("paper table not retrieved: not in specs/aps.md 5 nor the "
+             "official repo (99fd261)")
 register(Table(
     "aps_cifar10",
     "APS: searched ResNet widths at 20.6M / 60.3M MACs, CIFAR-10",
