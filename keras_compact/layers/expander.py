@@ -604,7 +604,8 @@ class ExpanderConv2D(_Expander):
             self.filters, self.kernel_size, strides=self.strides,
             padding=self.padding, groups=table.shape[0],
             kernel_initializer=initializer,
-            kernel_regularizer=self.kernel_regularizer, name="grouped_conv")
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy, name="grouped_conv")
         self.grouped_conv.build((*input_shape[:-1], table.size))
 
     def _compact_kernel(self):

@@ -56,7 +56,8 @@ class APSShortcut(keras.layers.Layer):
         self._out_columns = _PackedColumns(self.candidates_out)
         self._in_columns = _PackedColumns(self.candidates_in)
         self.norm = CandidateBatchNorm(len(self.candidates_out),
-                                       len(self.candidates_in), name="bn")
+                                       len(self.candidates_in), name="bn",
+                                       dtype=self.dtype_policy)
 
     def build(self, input_shape):
         # PyTorch's default conv init per pair: U(+-1/sqrt(c_i)).
@@ -149,17 +150,21 @@ class APSBasicBlock(keras.layers.Layer):
         self.projection_noise = float(projection_noise)
         n, n_in = len(self.candidates), len(self.candidates_in)
         common = dict(meta_filters=self.meta_width, overlap=overlap,
-                      projection_noise=projection_noise)
+                      projection_noise=projection_noise,
+                      dtype=self.dtype_policy)
         self.conv1 = APSConv2D(self.candidates, self.candidates_in, 3,
                                strides, meta_channels=self.meta_width_in,
                                name="conv1", **common)
-        self.bn1 = CandidateBatchNorm(n, n_in, name="bn1")
+        self.bn1 = CandidateBatchNorm(n, n_in, name="bn1",
+                                      dtype=self.dtype_policy)
         self.conv2 = APSConv2D(self.candidates, self.candidates, 3, 1,
                                meta_channels=self.meta_width, name="conv2",
                                **common)
-        self.bn2 = CandidateBatchNorm(n, n, name="bn2")
+        self.bn2 = CandidateBatchNorm(n, n, name="bn2",
+                                      dtype=self.dtype_policy)
         self.shortcut = APSShortcut(self.candidates, self.candidates_in,
-                                    strides, name="shortcut")
+                                    strides, name="shortcut",
+                                    dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv1.build(input_shape)
@@ -265,26 +270,30 @@ class APSInvertedResidual(keras.layers.Layer):
                             for c in self.candidates_in)
         meta_hidden = self.meta_width_in * self.expand_ratio
         n_in, n_hidden = len(self.candidates_in), len(self.hidden)
-        common = dict(overlap=overlap, projection_noise=projection_noise)
+        common = dict(overlap=overlap, projection_noise=projection_noise,
+                      dtype=self.dtype_policy)
         self.expand = None
         if self.expand_ratio != 1:
             self.expand = APSConv2D(
                 self.hidden, self.candidates_in, 1, 1,
                 meta_filters=meta_hidden, meta_channels=self.meta_width_in,
                 name="expand", **common)
-            self.bn1 = CandidateBatchNorm(n_hidden, n_in, name="bn1")
+            self.bn1 = CandidateBatchNorm(n_hidden, n_in, name="bn1",
+                                          dtype=self.dtype_policy)
         self.depthwise = APSDepthwiseConv2D(
             self.hidden, 3, strides, meta_channels=meta_hidden,
             name="depthwise", **common)
-        self.bn2 = CandidateBatchNorm(n_hidden, 1, name="bn2")
+        self.bn2 = CandidateBatchNorm(n_hidden, 1, name="bn2",
+                                      dtype=self.dtype_policy)
         self.project = APSConv2D(
             self.candidates_out, self.hidden, 1, 1,
             meta_filters=self.meta_width_out, meta_channels=meta_hidden,
             name="project", **common)
         self.bn3 = CandidateBatchNorm(len(self.candidates_out), n_hidden,
-                                      name="bn3")
+                                      name="bn3", dtype=self.dtype_policy)
         self.shortcut = (APSShortcut(self.candidates_out, self.candidates_in,
-                                     1, name="shortcut")
+                                     1, name="shortcut",
+                                     dtype=self.dtype_policy)
                          if self.residual else None)
 
     def build(self, input_shape):
