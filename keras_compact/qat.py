@@ -32,12 +32,12 @@ other weightless layer (quantized at its output). Layers with weights of
 other kinds (SlimConv2D, X-Net masked layers, APS searchable layers) are
 refused: their deployable forms need converting first.
 
-Example:
+Usage (a training run; not run as a doctest)::
 
->>> qat_model = keras_compact.qat.fine_tune(servable, train_pixels,
-...                                         calibration, epochs=1)
->>> keras_compact.export.to_litert(servable, "model_int8.tflite", "int8",
-...                                calibration)
+    qat_model = keras_compact.qat.fine_tune(servable, train_pixels,
+                                            calibration, epochs=1)
+    keras_compact.export.to_litert(servable, "model_int8.tflite", "int8",
+                                   calibration)
 
 Reference: Jacob et al., "Quantization and Training of Neural Networks for
 Efficient Integer-Arithmetic-Only Inference", CVPR 2018,
@@ -137,7 +137,8 @@ def _grouped_conv(layer, x, kernel):
     import tensorflow as tf
 
     return tf.nn.conv2d(x, kernel, strides=layer.strides,
-                        padding=layer.padding.upper())
+                        padding=layer.padding.upper(),
+                        dilations=layer.dilation_rate)
 
 
 def _depthwise(layer, x, kernel):
