@@ -161,8 +161,11 @@ class CheapBlock(keras.layers.Layer):
         Example:
 
         >>> model = keras_compact.models.resnet_cifar.resnet_cifar(
-        ...     56, (32, 32, 3), 10,
+        ...     8, (32, 32, 3), 10,
         ...     block=keras_compact.layers.ShiftBlock.as_block())
+        >>> sum(isinstance(layer, keras_compact.layers.ShiftBlock)
+        ...     for layer in model.layers)
+        3
         """
 
         def block(x, filters, strides, name):

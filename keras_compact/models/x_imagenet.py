@@ -47,7 +47,9 @@ def x_resnet(arch, input_shape, num_classes, density=0.5,
 
     Example:
 
-    >>> model = keras_compact.models.build("x_resnet50", (224, 224, 3), 1000)
+    >>> model = keras_compact.models.build("x_resnet18", (32, 32, 3), 10)
+    >>> model.name  # ES = 2
+    'x_resnet18_2'
     """
     if arch not in X_RESNETS:
         raise ValueError(f"X-ResNet arch must be one of {X_RESNETS}. "
@@ -94,8 +96,7 @@ def x_mobilenet_v1(input_shape, num_classes, density=0.5,
     Example:
 
     >>> model = keras_compact.models.build("x_mobilenet_v1_0.5",
-    ...                                    (224, 224, 3), 1000,
-    ...                                    density=1 / 4)
+    ...                                    (32, 32, 3), 10, density=1 / 4)
     >>> model.name
     'x_mobilenet_v1_0.5_4'
     """

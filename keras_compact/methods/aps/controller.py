@@ -42,6 +42,7 @@ class ChannelController(keras.layers.Layer):
     >>> from keras_compact.methods.aps.flops import macs_table
     >>> table = macs_table(8, (4, 8), (8, 8, 3))  # ResNet-8: 7 decisions
     >>> controller = ChannelController(7, 2, table, 5e4)
+    >>> controller.build()
     >>> arch, log_prob, entropy, logits = controller.sample()
     >>> tuple(arch.shape)
     (7,)
