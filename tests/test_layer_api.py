@@ -259,9 +259,11 @@ def test_expand_ratio_is_a_deprecated_density():
     new = layers.ExpanderConv2D(8, 3, density=0.25, seed=0, name="x")
     assert old.get_config() == new.get_config()
     with pytest.warns(DeprecationWarning, match="expand_ratio"):
-        model = keras_compact.models.build("x_densenet_bc_40_24",
-                                           (32, 32, 3), 10, expand_ratio=2)
-    assert model.name == "x_densenet_bc_40_24_2"
+        model = keras_compact.models.densenet.densenet_bc_cifar(
+            10, 4, (8, 8, 3), 10, expand_ratio=2)
+    assert model.name == "x_densenet_bc_10_4_2"
+    assert {layer.density for layer in model.layers
+            if isinstance(layer, layers.ExpanderConv2D)} == {0.5}
 
 
 @pytest.mark.parametrize("in_channels,compression", [
