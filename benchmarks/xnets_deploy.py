@@ -52,13 +52,13 @@ PAIRS = {
     "densenet": ("densenet_bc_40_24", {}, "x_densenet_bc_40_24", {}, CIFAR),
     "vgg": ("vgg16", {}, "x_vgg16", {}, CIFAR),
     **{f"mobilenet{g}": ("mobilenet_v1", {"width_multiplier": 0.5},
-                         "x_mobilenet_v1_0.5", {"expand_ratio": g}, IMAGENET)
+                         "x_mobilenet_v1_0.5", {"density": 1 / g}, IMAGENET)
        for g in (2, 4, 8, 16)},
     "resnet18": ("resnet18", {}, "x_resnet18", {}, IMAGENET),
     # The named variant graph (channel shuffle + grouped pointwise convs).
     **{f"mobilenet{g}_shuffle": ("mobilenet_v1", {"width_multiplier": 0.5},
                                  "x_mobilenet_v1_0.5_shuffle",
-                                 {"expand_ratio": g}, IMAGENET)
+                                 {"density": 1 / g}, IMAGENET)
        for g in (4, 8, 16)},
 }
 

@@ -71,7 +71,7 @@ def main(argv):
     _run("dense", models.build(FLAGS.arch, shape, 10), x, y, x_test, y_test)
     keras.utils.set_random_seed(0)
     _run(f"X (ES={FLAGS.expand_size}, masked)",
-         models.build(FLAGS.arch, shape, 10, expand_ratio=FLAGS.expand_size),
+         models.build(FLAGS.arch, shape, 10, density=1 / FLAGS.expand_size),
          x, y, x_test, y_test)
 
 

@@ -86,7 +86,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     shape = (32, 32, 3)
-    masked = models.build(FLAGS.arch, shape, 10, expand_ratio=2)
+    masked = models.build(FLAGS.arch, shape, 10, density=0.5)
     rows = [
         ("dense", models.build(FLAGS.arch, shape, 10)),
         ("X masked", masked),
@@ -94,7 +94,7 @@ def main(argv):
     ]
     for spec in FLAGS.blocks:
         groups, chunks = map(int, spec.split(":"))
-        block = models.build(FLAGS.arch, shape, 10, expand_ratio=2,
+        block = models.build(FLAGS.arch, shape, 10, density=0.5,
                              expander_groups=groups, expander_chunks=chunks)
         rows.append((f"X gathered (block G={groups}, chunks={chunks})",
                      layers.gathered_model(block)))

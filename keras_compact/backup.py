@@ -13,11 +13,11 @@ that all of them hold (they differ by at most one: no worker can finish an
 epoch the others have not trained). Epoch 0, the initial weights, counts as
 a checkpoint until two real ones exist.
 
-Example:
+Usage (a training run; not run as a doctest)::
 
->>> backup = Backup("/tmp/run/backup")
->>> model.fit(data, epochs=10, callbacks=[backup])  # killed, started again
->>> model.fit(data, epochs=10, callbacks=[backup])  # resumes
+    backup = Backup("/tmp/run/backup")
+    model.fit(data, epochs=10, callbacks=[backup])  # killed, started again
+    model.fit(data, epochs=10, callbacks=[backup])  # resumes
 """
 
 import json

@@ -406,10 +406,10 @@ def step_time_breakdown(model, x, y, steps=3, warmup=3, top=15):
     Returns:
         a `StepBreakdown`.
 
-    Example:
+    Usage (traces training steps; not run as a doctest)::
 
-    >>> breakdown = step_time_breakdown(model, x[:128], y[:128])
-    >>> print(breakdown.table())
+        breakdown = step_time_breakdown(model, x[:128], y[:128])
+        print(breakdown.table())
     """
     if steps < 1 or warmup < 2:
         raise ValueError(f"Need steps >= 1 and warmup >= 2 (the first step "

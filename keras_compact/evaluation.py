@@ -8,11 +8,11 @@ uint8 / int8 input at the file's own scale and zero point. `evaluate` runs
 it over a test set for top-1 (top-5 from 100 classes on) and, given a
 reference runner, the share of images where both predict the same class.
 
-Example:
+Usage (an exported model and its dataset; not run as a doctest)::
 
->>> runner = keras_compact.evaluation.open_model("export/model_int8.tflite")
->>> dataset = keras_compact.data.load("fashion_mnist")
->>> keras_compact.evaluation.evaluate_on(runner, dataset)["top1"]
+    runner = keras_compact.evaluation.open_model("export/model_int8.tflite")
+    dataset = keras_compact.data.load("fashion_mnist")
+    keras_compact.evaluation.evaluate_on(runner, dataset)["top1"]
 0.9012
 """
 

@@ -56,7 +56,11 @@ class DistillationLoss(keras.losses.Loss):
     Example:
 
     >>> loss = keras_compact.losses.DistillationLoss(temperature=4.0)
-    >>> value = loss(teacher_logits, student_logits)
+    >>> teacher = keras.ops.convert_to_tensor([[2.0, 0.0, -1.0]])
+    >>> float(loss(teacher, teacher))  # the student agrees: no loss
+    0.0
+    >>> float(loss(teacher, -teacher)) > 0
+    True
 
     Reference:
         Hinton et al., "Distilling the Knowledge in a Neural Network",

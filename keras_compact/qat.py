@@ -64,6 +64,7 @@ from keras_compact.export import InputNormalization
 from keras_compact.layers.cheap import CheapBlock
 from keras_compact.layers.expander import ExpanderConv2D
 from keras_compact.layers.expander import ExpanderDense
+from keras_compact.layers import grouped_conv
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.slim_conv import SlimConv2D
 
@@ -160,10 +161,9 @@ def _conv(layer, x, kernel):
 
 
 def _grouped_conv(layer, x, kernel):
-    import tensorflow as tf
-
-    return tf.nn.conv2d(x, kernel, strides=layer.strides,
-                        padding=layer.padding.upper())
+    return grouped_conv.tf_grouped_conv2d(x, kernel, layer.strides,
+                                          layer.padding.upper(),
+                                          layer.dilation_rate)
 
 
 def _depthwise(layer, x, kernel):
@@ -174,10 +174,6 @@ def _depthwise(layer, x, kernel):
 
 def _dense(layer, x, kernel):
     return ops.matmul(x, kernel)
-
-
-def _expander_conv(layer, x, kernel):
-    return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding)
 
 
 def _own_kernel(layer):
@@ -214,7 +210,7 @@ KERNEL_OPS = {
     keras.layers.DepthwiseConv2D: KernelOp(_depthwise, (0, 1), 2, True),
     keras.layers.Dense: KernelOp(_dense, (0,), 0),
     # X-Nets' masked (deployable) form; the gathered one is refused.
-    ExpanderConv2D: KernelOp(_expander_conv, (0, 1, 2), 2,
+    ExpanderConv2D: KernelOp(_conv, (0, 1, 2), 2,
                              kernel=_masked_kernel, accepts=_masked),
     ExpanderDense: KernelOp(_dense, (0,), 0, kernel=_masked_kernel,
                             accepts=_masked),

@@ -5,10 +5,10 @@ run in that workdir must match it in every field that changes the result;
 only the fields of `RESUMABLE` (and `--epochs` upwards) may differ, and the
 file is then updated. A run refused here names the differing fields.
 
-Example:
+Usage (inside a trainer, with its config; not run as a doctest)::
 
->>> check_config(config)   # UsageError if config.json differs
->>> record_config(config)  # before the first training step
+    check_config(config)   # UsageError if config.json differs
+    record_config(config)  # before the first training step
 """
 
 import json

@@ -164,19 +164,24 @@ def test_task_gradient_of_projections_is_zero():
         lambda block: block.conv1.kernel)
 
 
-@pytest.mark.parametrize("cls, kwargs, shape, out", [
+# Weights (trainable, non-trainable): a conv's meta-kernel, P and Q; a BN's
+# two running statistics; a block's two convs, shortcut and three BNs.
+@pytest.mark.parametrize("cls, kwargs, shape, out, weights", [
     (layers.APSConv2D, {"candidates_out": (4, 8), "candidates_in": (4, 8)},
-     (2, 8, 8, 8), (2, 8, 8, 8)),
+     (2, 8, 8, 8), (2, 8, 8, 8), (3, 0)),
     (layers.CandidateBatchNorm, {"num_out": 2, "num_in": 3},
-     (2, 4, 4, 8), (2, 4, 4, 8)),
+     (2, 4, 4, 8), (2, 4, 4, 8), (0, 2)),
     (layers.APSShortcut, {"candidates_out": (4, 8), "candidates_in": (2, 4),
-                          "strides": 2}, (2, 8, 8, 4), (2, 4, 4, 8)),
+                          "strides": 2}, (2, 8, 8, 4), (2, 4, 4, 8), (1, 2)),
     (layers.APSBasicBlock, {"candidates": (4, 8)}, (2, 8, 8, 8),
-     (2, 8, 8, 8)),
-    (layers.APSDense, {"units": 10, "candidates": (4, 8)}, (2, 8), (2, 10)),
+     (2, 8, 8, 8), (7, 6)),
+    (layers.APSDense, {"units": 10, "candidates": (4, 8)}, (2, 8), (2, 10),
+     (3, 0)),
 ])
-def test_layer_contract(cls, kwargs, shape, out):
-    testing.run_layer_test(cls, kwargs, shape, out, fit=False)
+def test_layer_contract(cls, kwargs, shape, out, weights):
+    testing.run_layer_test(cls, kwargs, shape, out, fit=False,
+                           expected_num_trainable_weights=weights[0],
+                           expected_num_non_trainable_weights=weights[1])
 
 
 # -- Supernet (spec 1.2-1.4, 3.2, 8.3.6-7) ----------------------------------

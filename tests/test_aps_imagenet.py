@@ -177,19 +177,24 @@ def test_ordinal_depthwise_slices_the_meta_kernel():
     assert np.all(y[..., 8:] == 0.0)
 
 
-@pytest.mark.parametrize("cls, kwargs, shape, out", [
+# Weights (trainable, non-trainable): depthwise meta-kernel and P; three
+# convs + shortcut, four BNs' statistics; two convs + shortcut, three BNs.
+@pytest.mark.parametrize("cls, kwargs, shape, out, weights", [
     (layers.APSDepthwiseConv2D, {"candidates": (4, 8), "strides": 2},
-     (2, 8, 8, 8), (2, 4, 4, 8)),
+     (2, 8, 8, 8), (2, 4, 4, 8), (2, 0)),
     (layers.APSInvertedResidual, {"candidates_out": (4, 8),
                                   "candidates_in": (4, 8),
                                   "expand_ratio": 3, "residual": True},
-     (2, 8, 8, 8), (2, 8, 8, 8)),
+     (2, 8, 8, 8), (2, 8, 8, 8), (9, 8)),
     (layers.APSBasicBlock, {"candidates": (8, 12), "candidates_in": (4, 6),
                             "strides": 2, "meta_width": 16,
-                            "meta_width_in": 8}, (2, 8, 8, 6), (2, 4, 4, 12)),
+                            "meta_width_in": 8}, (2, 8, 8, 6), (2, 4, 4, 12),
+     (7, 6)),
 ])
-def test_layer_contract(cls, kwargs, shape, out):
-    testing.run_layer_test(cls, kwargs, shape, out, fit=False)
+def test_layer_contract(cls, kwargs, shape, out, weights):
+    testing.run_layer_test(cls, kwargs, shape, out, fit=False,
+                           expected_num_trainable_weights=weights[0],
+                           expected_num_non_trainable_weights=weights[1])
 
 
 # -- Supernet path == decoded plain net (float32) ---------------------------

@@ -172,14 +172,17 @@ def test_bad_expansions_fail_clearly():
 
 
 def test_layers_serialize_and_train():
+    # Expand-CK of a 5x5: two 3x3 convs, kernel and bias each.
     testing.run_layer_test(
         layers.ExpandedConv2D,
         dict(filters=6, kernel_size=5, strides=2, padding="same",
              strategy="ck", expansion_rate=2),
-        (2, 9, 9, 4), (2, 5, 5, 6))
+        (2, 9, 9, 4), (2, 5, 5, 6), expected_num_trainable_weights=4,
+        expected_num_non_trainable_weights=0)
     testing.run_layer_test(
         layers.ExpandedDense, dict(units=6, hidden_units=(12, 10)),
-        (2, 4), (2, 6))
+        (2, 4), (2, 6), expected_num_trainable_weights=6,
+        expected_num_non_trainable_weights=0)
 
 
 # Spec table 4.3 (reference code's models): (arch, input, classes) ->

@@ -71,7 +71,8 @@ def test_batch_norm_defaults_are_pytorch():
     bn = layers.BatchNormalization()
     assert (bn.momentum, bn.epsilon) == (0.9, 1e-5)
     testing.run_layer_test(layers.BatchNormalization, {}, (2, 4, 4, 3),
-                           (2, 4, 4, 3))
+                           (2, 4, 4, 3), expected_num_trainable_weights=2,
+                           expected_num_non_trainable_weights=2)
 
 
 def _numpy_grouped_conv(x, kernel, groups, stride):
@@ -110,7 +111,8 @@ def test_grouped_conv_layer_contract():
     testing.run_layer_test(
         layers.GroupedConv2D,
         {"filters": 8, "kernel_size": 3, "padding": "same", "groups": 4},
-        (2, 6, 6, 8), (2, 6, 6, 8))
+        (2, 6, 6, 8), (2, 6, 6, 8), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0)
 
 
 def _conv_gradients(conv, inputs, kernel, weights):
@@ -191,7 +193,7 @@ def test_grouped_conv_rejects_bad_groups():
 @pytest.mark.parametrize("make_conv", [
     lambda **kw: layers.GroupedConv2D(8, **kw),
     lambda **kw: layers.ExpandedConv2D(8, **kw),
-    lambda **kw: layers.ExpanderConv2D(8, expand_ratio=2, **kw),
+    lambda **kw: layers.ExpanderConv2D(8, density=0.5, **kw),
 ], ids=["grouped", "expanded", "expander"])
 def test_conv_layers_reject_bad_geometry_alike(make_conv):
     with pytest.raises(ValueError, match=r"padding must be one of \('valid', "

@@ -99,7 +99,9 @@ def test_shift_directions_identity_channels():
 
 def test_shift_layer_contract():
     layer = testing.run_layer_test(layers.Shift2D, {}, (2, 6, 6, 12),
-                                   (2, 6, 6, 12), fit=False)
+                                   (2, 6, 6, 12), fit=False,
+                                   expected_num_trainable_weights=0,
+                                   expected_num_non_trainable_weights=0)
     assert layer.weights == []
     assert layer.profile((None, 6, 6, 12), (None, 6, 6, 12)) == {
         "params": 0, "macs": 0}
@@ -185,8 +187,13 @@ def test_block_matches_numpy_skeleton(block_cls, kwargs, in_channels,
     (layers.ShiftBlock, {}), (layers.DepthwiseBlock, {}),
     (layers.GroupBlock, {"groups": 4})])
 def test_block_layer_contract(block_cls, kwargs):
+    # Three 1x1 convs and three BNs (gamma, beta; two statistics), plus two
+    # spatial kernels unless the spatial op is the weightless shift.
+    spatial = 0 if block_cls is layers.ShiftBlock else 2
     testing.run_layer_test(block_cls, {"filters": 16, "strides": 2, **kwargs},
-                           (2, 8, 8, 8), (2, 4, 4, 16))
+                           (2, 8, 8, 8), (2, 4, 4, 16),
+                           expected_num_trainable_weights=9 + spatial,
+                           expected_num_non_trainable_weights=6)
 
 
 def test_block_argument_errors():

@@ -135,10 +135,10 @@ def _masked_xnet(dataset):
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same",
                             use_bias=False)(inputs)
     x = keras.layers.ReLU()(BatchNormalization()(x))
-    x = layers.ExpanderConv2D(32, 3, expand_ratio=4, seed=0)(x)
+    x = layers.ExpanderConv2D(32, 3, density=1 / 4, seed=0)(x)
     x = keras.layers.ReLU()(BatchNormalization()(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = layers.ExpanderDense(10, expand_ratio=2, seed=1,
+    outputs = layers.ExpanderDense(10, density=1 / 2, seed=1,
                                    use_bias=True)(x)
     model = _random_bn(keras.Model(inputs, outputs))
     return export.with_raw_input(model, dataset.mean, dataset.std)

@@ -174,8 +174,11 @@ def test_reference_check_catches_flip_and_epsilon_bugs():
 
 
 def test_layer_contract_and_serialization():
+    # Five kernels (squeeze, excite, three convs), the excite bias, four BNs.
     testing.run_layer_test(layers.SlimConv2D, {"k": "4/3", "strides": 2},
-                           (2, 8, 8, 64), (2, 4, 4, 48))
+                           (2, 8, 8, 64), (2, 4, 4, 48),
+                           expected_num_trainable_weights=14,
+                           expected_num_non_trainable_weights=8)
     testing.run_layer_test(
         layers.SlimConv2D, {"k": "2", "groups": 32, "bottom_groups": 16},
         (2, 5, 5, 96), (2, 5, 5, 48), fit=False)

@@ -39,7 +39,7 @@ def _laplacian_connectivity(mask):
 @pytest.mark.parametrize("c_in,c_out,ratio", [(96, 24, 2), (240, 96, 2),
                                               (64, 128, 4), (256, 256, 16)])
 def test_output_regular_graph(c_in, c_out, ratio):
-    layer = layers.ExpanderConv2D(c_out, 1, expand_ratio=ratio, seed=7)
+    layer = layers.ExpanderConv2D(c_out, 1, density=1 / ratio, seed=7)
     layer.build((None, 4, 4, c_in))
     mask = layer.get_mask()
     assert set(np.unique(mask)) == {0.0, 1.0}
@@ -67,7 +67,7 @@ def test_input_regular_and_block_graphs():
 
 def test_seed_determines_graph():
     def mask(seed):
-        layer = layers.ExpanderConv2D(48, 3, expand_ratio=2, seed=seed)
+        layer = layers.ExpanderConv2D(48, 3, density=1 / 2, seed=seed)
         layer.build((None, 8, 8, 96))
         return layer.get_mask()
 
@@ -97,7 +97,7 @@ def test_bad_arguments_fail_clearly():
 def test_masked_matches_numpy_reference():
     """y = conv(x, W * M) with M repeated over k x k (reference semantics)."""
     x = np.random.randn(2, 5, 5, 12).astype("float32")
-    layer = layers.ExpanderConv2D(6, 3, expand_ratio=3, padding="valid",
+    layer = layers.ExpanderConv2D(6, 3, density=1 / 3, padding="valid",
                                   seed=5)
     y = _numpy(layer(x))
     w = _numpy(layer.kernel) * layer.get_mask()[None, None]
@@ -114,7 +114,7 @@ def test_masked_matches_numpy_reference():
 
 
 def test_masked_gradient_is_zero_off_graph():
-    layer = layers.ExpanderConv2D(16, 3, expand_ratio=4, seed=2)
+    layer = layers.ExpanderConv2D(16, 3, density=1 / 4, seed=2)
     x = tf.random.normal((2, 6, 6, 32))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x) ** 2)
@@ -127,12 +127,12 @@ def test_masked_gradient_is_zero_off_graph():
 def test_masked_weights_stay_zero_after_training():
     inputs = keras.Input((8, 8, 16))
     x = layers.ExpanderConv2D(
-        32, 3, expand_ratio=4, seed=0,
+        32, 3, density=1 / 4, seed=0,
         kernel_regularizer=keras.regularizers.L2(5e-4), name="x1")(inputs)
     x = layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = layers.ExpanderDense(10, expand_ratio=2, seed=0, name="x2")(x)
+    x = layers.ExpanderDense(10, density=1 / 2, seed=0, name="x2")(x)
     model = keras.Model(inputs, x)
     before = {layer.name: _numpy(layer.kernel).copy()
               for layer in expander.expander_layers(model)}
@@ -159,7 +159,7 @@ def test_masked_weights_stay_zero_after_training():
 def test_gathered_equals_masked_conv(kernel_size, strides, ratio):
     x = np.random.randn(2, 9, 9, 48).astype("float32")
     masked = layers.ExpanderConv2D(32, kernel_size, strides=strides,
-                                   expand_ratio=ratio, seed=ratio)
+                                   density=1 / ratio, seed=ratio)
     expected = _numpy(masked(x))
     gathered = masked.gathered(x.shape)
     assert gathered.impl == "gather"
@@ -172,8 +172,8 @@ def test_gathered_equals_masked_conv(kernel_size, strides, ratio):
 
 
 @pytest.mark.parametrize("options", [
-    dict(regular_side="in", expand_ratio=4),
-    dict(groups=8, expand_ratio=2),
+    dict(regular_side="in", density=1 / 4),
+    dict(groups=8, density=1 / 2),
     dict(groups=4, degree=5, use_bias=True),
 ])
 def test_gathered_equals_masked_variants(options):
@@ -189,7 +189,7 @@ def test_gathered_equals_masked_variants(options):
         testing.absolute_twin_output(masked, x), terms=3 * 3 * 24 + 1)
 
 
-@pytest.mark.parametrize("options", [dict(expand_ratio=4),
+@pytest.mark.parametrize("options", [dict(density=1 / 4),
                                      dict(degree=16, groups=8),
                                      dict(regular_side="in", degree=6)])
 def test_gathered_equals_masked_dense(options):
@@ -206,7 +206,7 @@ def test_gather_form_trains_like_masked():
     """Gradients of the compact kernel are the masked gradients on-graph."""
     rng = np.random.default_rng(9)
     x = rng.normal(size=(2, 6, 6, 16)).astype("float32")
-    masked = layers.ExpanderConv2D(8, 3, expand_ratio=2, seed=9)
+    masked = layers.ExpanderConv2D(8, 3, density=1 / 2, seed=9)
     masked.build(x.shape)
     gathered = masked.gathered(x.shape)
     # A loss linear in the outputs: each kernel gradient entry is then a
@@ -240,21 +240,23 @@ def test_gather_form_trains_like_masked():
 def test_layer_contract(impl):
     testing.run_layer_test(
         layers.ExpanderConv2D,
-        dict(filters=16, kernel_size=3, strides=2, expand_ratio=4, seed=1,
+        dict(filters=16, kernel_size=3, strides=2, density=1 / 4, seed=1,
              impl=impl),
-        (2, 8, 8, 32), (2, 4, 4, 16))
+        (2, 8, 8, 32), (2, 4, 4, 16), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=1)  # a kernel; the mask/indices
     testing.run_layer_test(
         layers.ExpanderDense, dict(units=12, degree=4, seed=1, impl=impl),
-        (3, 20), (3, 12))
+        (3, 20), (3, 12), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=1)
 
 
 def _small_x_model(impl="masked"):
     inputs = keras.Input((8, 8, 16))
     x = layers.expander_conv2d(inputs, 32, 3, strides=2, name="x1",
-                               expand_ratio=4, seed=1, impl=impl)
+                               density=1 / 4, seed=1, impl=impl)
     x = layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU()(x)
-    x = layers.expander_conv2d(x, 32, 1, name="x2", expand_ratio=2, seed=2,
+    x = layers.expander_conv2d(x, 32, 1, name="x2", density=1 / 2, seed=2,
                                impl=impl)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = layers.ExpanderDense(10, degree=8, seed=3, name="x3", impl=impl)(x)
@@ -306,12 +308,12 @@ def test_litert_export_of_gathered_model():
     from keras_compact.models import densenet
 
     dense_net = layers.gathered_model(densenet.densenet_bc_cifar(
-        10, 4, (8, 8, 3), 10, expand_ratio=2))
+        10, 4, (8, 8, 3), 10, density=1 / 2))
     testing.run_litert_export_test(
         dense_net, np.random.randn(2, 8, 8, 3).astype("float32"))
     # Chunked block expanders: slab gather + grouped CONV_2D.
     chunked = layers.gathered_model(densenet.densenet_bc_cifar(
-        10, 8, (8, 8, 3), 10, expand_ratio=2, expander_groups=4,
+        10, 8, (8, 8, 3), 10, density=1 / 2, expander_groups=4,
         expander_chunks=2))
     assert all(layer._chunk > 1
                for layer in expander.expander_layers(chunked))
@@ -457,7 +459,7 @@ def test_x_resnet_macs(name, macs):
 def test_x_mobilenet_macs():
     """Spec 3.3: standard 0.5 net, G = 2/4/8/16 -> 85.3/53.2/37.1/29.1M."""
     macs = [profiling.profile(models.build(
-        "x_mobilenet_v1_0.5", (224, 224, 3), 1000, expand_ratio=g)).macs
+        "x_mobilenet_v1_0.5", (224, 224, 3), 1000, density=1 / g)).macs
         for g in (2, 4, 8, 16)]
     assert macs == [85_271_808, 53_159_168, 37_102_848, 29_074_688]
 
@@ -483,7 +485,7 @@ def test_x_imagenet_gathered_equals_masked(name):
                                                        (1, 6, 24)])
 def test_chunk_expander_gathers_slabs_exactly(kernel_size, chunks, groups):
     x = np.random.randn(2, 6, 6, 48).astype("float32")
-    masked = layers.ExpanderConv2D(24, kernel_size, expand_ratio=2,
+    masked = layers.ExpanderConv2D(24, kernel_size, density=1 / 2,
                                    groups=groups, chunks=chunks, seed=4)
     expected = _numpy(masked(x))
     mask = masked.get_mask()
@@ -571,13 +573,13 @@ def _block_diagonal(c_in, c_out, groups):
 
 def test_selection_picks_grouped_conv_only_when_cheaper():
     x = np.random.randn(2, 16, 16, 64).astype("float32")
-    paper = layers.ExpanderConv2D(64, 3, expand_ratio=8, seed=0, name="p")
+    paper = layers.ExpanderConv2D(64, 3, density=1 / 8, seed=0, name="p")
     report = _check_deployable(_one_layer_model(paper, x.shape[1:]), x)
     assert report["p"]["form"] == "masked"
     assert report["p"]["lane_macs"]["gather"] is None
     # A graph of 8 contiguous groups is one grouped CONV_2D: 8 outputs per
     # group cost 16 lanes, so 1/4 of the dense conv's lane MACs.
-    grouped = layers.ExpanderConv2D(64, 3, expand_ratio=8, seed=0, name="g")
+    grouped = layers.ExpanderConv2D(64, 3, density=1 / 8, seed=0, name="g")
     model = _one_layer_model(grouped, x.shape[1:])
     grouped.set_mask(_block_diagonal(64, 64, 8))
     report = _check_deployable(model, x)
@@ -586,7 +588,7 @@ def test_selection_picks_grouped_conv_only_when_cheaper():
     assert costs["gather"] * 4 == costs["masked"]
     # 16 groups of one output: lane rounding makes it cost what the dense
     # 64->16 conv does, and a tie stays masked.
-    narrow = layers.ExpanderConv2D(16, 3, expand_ratio=16, seed=0, name="n")
+    narrow = layers.ExpanderConv2D(16, 3, density=1 / 16, seed=0, name="n")
     model = _one_layer_model(narrow, x.shape[1:])
     narrow.set_mask(_block_diagonal(64, 16, 16))
     report = _check_deployable(model, x)
@@ -609,7 +611,7 @@ def test_x_densenet_deployable_equals_masked():
 @pytest.mark.ci_slow
 @pytest.mark.parametrize("name,kwargs,shape", [
     ("x_vgg16", {}, (32, 32, 3)),
-    ("x_mobilenet_v1_0.5", {"expand_ratio": 4}, (64, 64, 3)),
+    ("x_mobilenet_v1_0.5", {"density": 1 / 4}, (64, 64, 3)),
 ])
 def test_x_vgg_and_mobilenet_deployables_equal_masked(name, kwargs, shape):
     model = _random_bn(models.build(name, shape, 10, **kwargs))
@@ -643,7 +645,7 @@ def test_any_mask_converts_to_the_deployable_forms(rule, kernel_size):
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 48)).astype(
         "float32")
     layer = layers.ExpanderConv2D(
-        96, kernel_size, expand_ratio=2, seed=3, name="x",
+        96, kernel_size, density=1 / 2, seed=3, name="x",
         regular_side="in" if rule == "in" else "out")
     model = _one_layer_model(layer, x.shape[1:])
     if rule == "official":
@@ -731,11 +733,11 @@ def test_shuffle_layer_deploys_as_transpose_and_grouped_conv():
 @pytest.mark.ci_slow
 def test_x_mobilenet_shuffle_variant_deploys_without_gather():
     model = _random_bn(models.build(
-        "x_mobilenet_v1_0.5_shuffle", (64, 64, 3), 10, expand_ratio=4))
+        "x_mobilenet_v1_0.5_shuffle", (64, 64, 3), 10, density=1 / 4))
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(
         "float32")
     report = _check_deployable(model, x)
     assert {c["form"] for c in report.values()} == {"gather"}
     assert profiling.profile(model).macs == profiling.profile(
         models.build("x_mobilenet_v1_0.5", (64, 64, 3), 10,
-                     expand_ratio=4)).macs
+                     density=1 / 4)).macs

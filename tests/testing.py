@@ -13,12 +13,15 @@ from ai_edge_litert import interpreter as litert
 
 
 def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
-                   fit=True):
+                   fit=True, expected_num_trainable_weights=None,
+                   expected_num_non_trainable_weights=None):
     """Builds, calls, round-trips the config and trains a layer one step.
 
     Returns the built layer. Checks: `get_config`/`from_config` and
     serialize/deserialize give a layer with the same config; symbolic and
-    eager calls agree on the output shape with `compute_output_shape`; a
+    eager calls agree on the output shape with `compute_output_shape`; the
+    built layer has the expected numbers of trainable and non-trainable
+    weights (Keras's `run_layer_test` arguments; None skips a check); a
     one-step `fit` of a model around the layer runs and gives a finite loss.
     """
     layer = layer_cls(**init_kwargs)
@@ -37,6 +40,12 @@ def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
     )
     eager = layer(np.random.uniform(size=input_shape).astype("float32"))
     assert tuple(eager.shape) == tuple(expected_output_shape)
+    for expected, weights in (
+            (expected_num_trainable_weights, layer.trainable_weights),
+            (expected_num_non_trainable_weights,
+             layer.non_trainable_weights)):
+        if expected is not None:
+            assert len(weights) == expected, [w.path for w in weights]
 
     if fit:
         inputs = keras.Input(input_shape[1:])
@@ -47,6 +56,27 @@ def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
         y = np.random.uniform(size=expected_output_shape).astype("float32")
         history = model.fit(x, y, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
+    return layer
+
+
+def run_precision_test(layer_cls, init_kwargs, input_shape,
+                       policy="mixed_float16"):
+    """Every sublayer of a layer built under a per-layer `policy` computes
+    in the policy's compute dtype and keeps float variables in its variable
+    dtype (keras-hub's `run_precision_test`); the output has the compute
+    dtype. Returns the built layer."""
+    policy = keras.dtype_policies.get(policy)
+    layer = layer_cls(**init_kwargs, dtype=policy)
+    output = layer(np.random.uniform(size=input_shape).astype("float32"))
+    assert keras.backend.standardize_dtype(output.dtype) == (
+        policy.compute_dtype)
+    for sublayer in layer._flatten_layers():
+        assert sublayer.compute_dtype == policy.compute_dtype, sublayer.name
+        assert sublayer.variable_dtype == policy.variable_dtype, (
+            sublayer.name)
+    for weight in layer.weights:
+        if "float" in weight.dtype:
+            assert weight.dtype == policy.variable_dtype, weight.path
     return layer
 
 

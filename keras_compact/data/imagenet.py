@@ -438,8 +438,12 @@ def write_shards(images, labels, data_dir, split, num_shards,
 
     Example:
 
-    >>> write_shards(x, y, "/tmp/tiny", "train", 4)
-    ['/tmp/tiny/train-00000-of-00004', ...]
+    >>> import os, tempfile
+    >>> images = np.zeros((8, 16, 16, 3), "uint8")
+    >>> paths = write_shards(images, np.arange(8), tempfile.mkdtemp(),
+    ...                      "train", 4)
+    >>> [os.path.basename(path) for path in paths][:2]
+    ['train-00000-of-00004', 'train-00001-of-00004']
     """
     spec = LAYOUTS.get(layout)
     pattern = getattr(spec, split)[0]

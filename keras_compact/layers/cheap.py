@@ -60,7 +60,7 @@ class Shift2D(keras.layers.Layer):
     Example:
 
     >>> shift = keras_compact.layers.Shift2D()
-    >>> shift(keras.ops.ones((2, 8, 8, 16))).shape
+    >>> tuple(shift(keras.ops.ones((2, 8, 8, 16))).shape)
     (2, 8, 8, 16)
 
     Reference:
@@ -97,6 +97,20 @@ class Shift2D(keras.layers.Layer):
         return {"params": 0, "macs": 0}
 
 
+# Keras conv arguments whose value the cheap blocks fix: name -> (allowed,
+# why).
+_BLOCK_FIXED = {
+    "kernel_size": ((3, (3, 3)), "the cheap spatial operations are 3x3"),
+    "padding": (("same",), "the spatial operations keep the map size and "
+                           "the strided 1x1 convs subsample"),
+    "dilation_rate": ((1, (1, 1)), "the reference's operations are not "
+                                   "dilated"),
+    **conv_args.without_bias("a BatchNormalization follows every 1x1 conv "
+                             "and no BN follows the spatial operation"),
+    **conv_args.CHANNELS_LAST,
+}
+
+
 class CheapBlock(keras.layers.Layer):
     """The residual block of the OD reference with a cheap spatial operation.
 
@@ -112,16 +126,32 @@ class CheapBlock(keras.layers.Layer):
     Args:
         filters: output channels (the reference's expansion is always 1).
         strides: 1, or 2 to halve the resolution (in `conv2`, `shortcut`).
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
+        activation: applied to the block's output `y` (None: none, as the
+            reference; a ResNet basic block would take "relu").
+        kernel_initializer: of every conv kernel (None: the reference's,
+            PyTorch's `kaiming_normal_` for the 1x1 convs).
+        kernel_regularizer, kernel_constraint: of every conv kernel, as in
+            `keras.layers.Conv2D`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...). Keras conv
+            arguments that the block fixes (`kernel_size=3`,
+            `padding="same"`, `use_bias=False`, ...) are accepted at that
+            value and refused with the reason otherwise.
     """
 
-    def __init__(self, filters, strides=1, **kwargs):
+    def __init__(self, filters, strides=1, activation=None,
+                 kernel_initializer=None, kernel_regularizer=None,
+                 kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs, _BLOCK_FIXED)
         super().__init__(**kwargs)
         self.filters = conv_args.positive_int(filters, "filters")
         if isinstance(strides, bool) or strides not in (1, 2):
             raise ValueError(f"strides must be 1 or 2. Received: "
                              f"strides={strides!r}.")
         self.strides = strides
+        self.activation = conv_args.activation(activation)
+        conv_args.set_weight_settings(self, kernel_initializer, None,
+                                      kernel_regularizer, None,
+                                      kernel_constraint)
         self.input_spec = conv_args.input_spec(ndim=4)
 
     @classmethod
@@ -131,8 +161,11 @@ class CheapBlock(keras.layers.Layer):
         Example:
 
         >>> model = keras_compact.models.resnet_cifar.resnet_cifar(
-        ...     56, (32, 32, 3), 10,
+        ...     8, (32, 32, 3), 10,
         ...     block=keras_compact.layers.ShiftBlock.as_block())
+        >>> sum(isinstance(layer, keras_compact.layers.ShiftBlock)
+        ...     for layer in model.layers)
+        3
         """
 
         def block(x, filters, strides, name):
@@ -143,6 +176,7 @@ class CheapBlock(keras.layers.Layer):
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, ndim=4)
         channels = input_shape[-1]
+        self.input_spec = conv_args.input_spec(ndim=4, channels=channels)
         shape = tuple(input_shape)
         self.spatial1 = self.spatial(channels, "1")
         self.conv1 = self._pointwise(self.filters, 1, "conv1")
@@ -167,11 +201,19 @@ class CheapBlock(keras.layers.Layer):
             self.shortcut_conv.build(shape)
             self.shortcut_bn.build(out)
 
+    def _kernel_settings(self, default):
+        """The kernel settings of a sublayer, `default` its reference
+        initializer (`kernel_initializer` overrides it)."""
+        return {"kernel_initializer": conv_args.fresh_initializer(
+                    self.kernel_initializer) or default,
+                "kernel_regularizer": self.kernel_regularizer,
+                "kernel_constraint": self.kernel_constraint}
+
     def _pointwise(self, filters, strides, name):
         return keras.layers.Conv2D(
             filters, 1, strides=strides, padding="valid", use_bias=False,
-            kernel_initializer=kaiming_normal(), name=name,
-            dtype=self.dtype_policy,
+            name=name, dtype=self.dtype_policy,
+            **self._kernel_settings(kaiming_normal()),
         )
 
     def call(self, inputs, training=None):
@@ -184,7 +226,7 @@ class CheapBlock(keras.layers.Layer):
         if self.shortcut_conv is not None:
             shortcut = self.shortcut_bn(self.shortcut_conv(inputs),
                                         training=training)
-        return x + shortcut
+        return self.activation(x + shortcut)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -213,7 +255,11 @@ class CheapBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, strides=self.strides)
+        config.update(
+            filters=self.filters, strides=self.strides,
+            activation=keras.activations.serialize(self.activation),
+            **conv_args.weight_settings_config(
+                self, conv_args.KERNEL_SETTINGS))
         return config
 
 
@@ -233,7 +279,7 @@ class ShiftBlock(CheapBlock):
     Example:
 
     >>> block = keras_compact.layers.ShiftBlock(32, strides=2)
-    >>> block(keras.ops.ones((2, 32, 32, 16))).shape
+    >>> tuple(block(keras.ops.ones((2, 32, 32, 16))).shape)
     (2, 16, 16, 32)
 
     Reference:
@@ -263,7 +309,7 @@ class DepthwiseBlock(CheapBlock):
     Example:
 
     >>> block = keras_compact.layers.DepthwiseBlock(16)
-    >>> block(keras.ops.ones((2, 32, 32, 16))).shape
+    >>> tuple(block(keras.ops.ones((2, 32, 32, 16))).shape)
     (2, 32, 32, 16)
 
     Reference:
@@ -271,11 +317,13 @@ class DepthwiseBlock(CheapBlock):
     """
 
     def spatial(self, channels, name):
+        kernel = self._kernel_settings(keras.initializers.RandomNormal(
+            stddev=float(np.sqrt(2.0 / 9.0))))
         return keras.layers.DepthwiseConv2D(
             3, padding="same", use_bias=False,
-            depthwise_initializer=keras.initializers.RandomNormal(
-                stddev=float(np.sqrt(2.0 / 9.0))),
             name=f"dw{name}", dtype=self.dtype_policy,
+            **{key.replace("kernel", "depthwise"): value
+               for key, value in kernel.items()},
         )
 
     def spatial_macs(self, height, width, channels):
@@ -301,7 +349,7 @@ class GroupBlock(CheapBlock):
     Example:
 
     >>> block = keras_compact.layers.GroupBlock(64, strides=2, groups=4)
-    >>> block(keras.ops.ones((2, 16, 16, 32))).shape
+    >>> tuple(block(keras.ops.ones((2, 16, 16, 32))).shape)
     (2, 8, 8, 64)
 
     Reference:
@@ -327,7 +375,8 @@ class GroupBlock(CheapBlock):
 
     def spatial(self, channels, name):
         return GroupedConv2D(channels, 3, padding="same", groups=self.groups,
-                             name=f"group{name}", dtype=self.dtype_policy)
+                             name=f"group{name}", dtype=self.dtype_policy,
+                             **self._kernel_settings(None))
 
     def spatial_macs(self, height, width, channels):
         return height * width * channels * (channels // self.groups) * 9

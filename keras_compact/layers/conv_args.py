@@ -2,9 +2,12 @@
 
 `GroupedConv2D`, `ExpandedConv2D`, `ExpanderConv2D` and the dense
 variants take `keras.layers.Conv2D`'s geometry (kernel size, strides,
-padding) and weight settings (initializers, regularizers). They validate,
-use and serialize them here, so every layer fails the same way on the same
-bad argument and saves the same config keys. The argument and input
+padding, dilation rate), activation and weight settings (initializers,
+regularizers, constraints). They validate, use and serialize them here, so
+every layer fails the same way on the same bad argument and saves the same
+config keys. Layers whose technique fixes one of these arguments (SlimConv's
+3x3 kernels, the APS layers' PyTorch padding) accept the fixed value and
+refuse any other with the reason (`take_fixed`). The argument and input
 checks here serve every public layer of the library: a bad value fails in
 `__init__` or `build` with the argument's name, before a TensorFlow kernel
 sees it (some, given the wrong rank, abort the process instead of raising).
@@ -15,6 +18,8 @@ import numbers
 
 import keras
 import numpy as np
+
+from keras_compact.errors import UsageError
 
 PADDINGS = ("valid", "same")
 
@@ -67,10 +72,12 @@ def pair(value, name):
     return tuple(int(v) for v in value)
 
 
-def input_spec(ndim=None, min_ndim=None):
-    """The `keras.InputSpec` a layer sets in `__init__`: Keras checks the
-    rank on every call, before `build`."""
-    return keras.InputSpec(ndim=ndim, min_ndim=min_ndim)
+def input_spec(ndim=None, min_ndim=None, channels=None):
+    """The `keras.InputSpec` a layer sets in `__init__` (rank only) and in
+    `build` (`channels`: the last axis too): Keras checks it on every call.
+    """
+    axes = None if channels is None else {-1: channels}
+    return keras.InputSpec(ndim=ndim, min_ndim=min_ndim, axes=axes)
 
 
 def check_input_shape(layer, input_shape, ndim=None, min_ndim=None):
@@ -108,14 +115,86 @@ def check_min_size(layer, input_shape):
     """Fails when a "valid" conv's kernel is larger than the input map."""
     if layer.padding != "valid":
         return
+    extent = effective_kernel(layer.kernel_size, layer.dilation_rate)
     for axis, length, kernel in zip(("height", "width"), input_shape[1:3],
-                                    layer.kernel_size):
+                                    extent):
         if length is not None and length < kernel:
             raise ValueError(
                 f"{type(layer).__name__} '{layer.name}': input {axis} "
-                f"{length} is smaller than kernel_size={layer.kernel_size} "
-                "with padding='valid'; use padding='same' or a larger "
-                f"input. Received: input_shape={tuple(input_shape)}.")
+                f"{length} is smaller than the kernel's extent {extent} "
+                f"(kernel_size={layer.kernel_size}, dilation_rate="
+                f"{layer.dilation_rate}) with padding='valid'; use "
+                "padding='same' or a larger input. Received: "
+                f"input_shape={tuple(input_shape)}.")
+
+
+def dilation(dilation_rate, strides):
+    """`dilation_rate` as a pair; as in Keras, not together with a stride.
+
+    Example:
+
+    >>> dilation(2, (1, 1))
+    (2, 2)
+    """
+    rate = pair(dilation_rate, "dilation_rate")
+    if rate != (1, 1) and tuple(strides) != (1, 1):
+        raise UsageError(
+            f"dilation_rate > 1 needs strides=1, as in keras.layers.Conv2D. "
+            f"Received: dilation_rate={dilation_rate!r}, strides="
+            f"{tuple(strides)}.")
+    return rate
+
+
+def effective_kernel(kernel_size, dilation_rate):
+    """The spatial extent `(k - 1) * d + 1` of a dilated kernel."""
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
+
+
+def activation(value):
+    """`keras.activations.get(value)` (None: linear, as in Keras), with an
+    error naming the argument."""
+    return keras_object(keras.activations, value, "activation")
+
+
+# Every layer here computes channels-last (NHWC), TensorFlow's CPU layout.
+CHANNELS_LAST = {"data_format": ((None, "channels_last"),
+                                 "inputs are channels-last (NHWC)")}
+
+
+def without_bias(why):
+    """The fixed arguments of a layer whose convs have no bias: `use_bias`
+    False and no bias settings, refused with `why`."""
+    fixed = {"use_bias": ((False,), why)}
+    fixed.update({name: ((None,), why) for name in (
+        "bias_initializer", "bias_regularizer", "bias_constraint")})
+    return fixed
+
+
+def take_fixed(layer_name, kwargs, fixed):
+    """Removes from `kwargs` the Keras arguments a technique fixes.
+
+    `fixed` maps an argument name to `(allowed values, why)`: an allowed
+    value (what the technique does anyway) is accepted and dropped; any
+    other fails with one line that says why, instead of being ignored.
+
+    Example:
+
+    >>> kwargs = {"use_bias": False, "name": "conv"}
+    >>> take_fixed("Conv", kwargs, {"use_bias": ((False,), "BN follows")})
+    >>> kwargs
+    {'name': 'conv'}
+    """
+    for name, (allowed, why) in fixed.items():
+        if name not in kwargs:
+            continue
+        value = kwargs.pop(name)
+        given = tuple(value) if isinstance(value, list) else value
+        if not any(given == a and isinstance(given, bool) == isinstance(
+                a, bool) for a in allowed):
+            takes = (f"takes {name}=" + " or ".join(map(repr, allowed))
+                     + " only") if allowed else f"has no {name}"
+            raise UsageError(f"{layer_name} {takes}: {why}. Received: "
+                             f"{name}={value!r}.")
 
 
 def geometry(kernel_size, strides, padding):
@@ -154,24 +233,40 @@ def output_length(length, kernel, stride, padding):
 
 def output_shape(layer, input_shape):
     """NHWC output shape of a conv layer with `kernel_size`, `strides`,
-    `padding` and `filters` attributes."""
+    `padding`, `dilation_rate` and `filters` attributes."""
     batch, height, width, _ = input_shape
+    extent = effective_kernel(layer.kernel_size, layer.dilation_rate)
     return (batch,
             *(output_length(length, kernel, stride, layer.padding)
               for length, kernel, stride in zip(
-                  (height, width), layer.kernel_size, layer.strides)),
+                  (height, width), extent, layer.strides)),
             layer.filters)
 
 
+# Keras's weight settings: argument name -> the Keras module of its values.
+WEIGHT_SETTINGS = {
+    "kernel_initializer": keras.initializers,
+    "bias_initializer": keras.initializers,
+    "kernel_regularizer": keras.regularizers,
+    "bias_regularizer": keras.regularizers,
+    "kernel_constraint": keras.constraints,
+    "bias_constraint": keras.constraints,
+}
+
+
+# The settings of a layer whose weights have no bias.
+KERNEL_SETTINGS = ("kernel_initializer", "kernel_regularizer",
+                   "kernel_constraint")
+
+
 def set_weight_settings(layer, kernel_initializer, bias_initializer,
-                        kernel_regularizer, bias_regularizer):
-    """Stores the four settings on `layer` as Keras objects (None stays
+                        kernel_regularizer, bias_regularizer,
+                        kernel_constraint=None, bias_constraint=None):
+    """Stores the six settings on `layer` as Keras objects (None stays
     None: each layer documents what a None initializer means for it)."""
-    for name, value, module in (
-            ("kernel_initializer", kernel_initializer, keras.initializers),
-            ("bias_initializer", bias_initializer, keras.initializers),
-            ("kernel_regularizer", kernel_regularizer, keras.regularizers),
-            ("bias_regularizer", bias_regularizer, keras.regularizers)):
+    values = (kernel_initializer, bias_initializer, kernel_regularizer,
+              bias_regularizer, kernel_constraint, bias_constraint)
+    for (name, module), value in zip(WEIGHT_SETTINGS.items(), values):
         setattr(layer, name, keras_object(module, value, name))
 
 
@@ -185,13 +280,20 @@ def keras_object(module, value, name):
                          f"{name}={value!r}.") from None
 
 
-def weight_settings_config(layer):
-    """The four settings of `layer`, serialized for `get_config`."""
-    return dict(
-        kernel_initializer=keras.initializers.serialize(
-            layer.kernel_initializer),
-        bias_initializer=keras.initializers.serialize(layer.bias_initializer),
-        kernel_regularizer=keras.regularizers.serialize(
-            layer.kernel_regularizer),
-        bias_regularizer=keras.regularizers.serialize(layer.bias_regularizer),
-    )
+def fresh_initializer(initializer):
+    """A copy of `initializer` for one more layer.
+
+    Keras repeats the values of an unseeded initializer instance on every
+    call, so layers sharing one instance would start identical.
+    """
+    if initializer is None:
+        return None
+    return keras.initializers.deserialize(
+        keras.initializers.serialize(initializer))
+
+
+def weight_settings_config(layer, names=tuple(WEIGHT_SETTINGS)):
+    """The settings `names` of `layer`, serialized for `get_config`."""
+    return {name: WEIGHT_SETTINGS[name].serialize(getattr(layer, name))
+            for name in names}
+

@@ -1,8 +1,9 @@
 """Expander-graph convolutions and dense layers (X-Nets).
 
 A layer's channel connectivity is a sparse random bipartite graph between its
-input and output channels: each output channel sees only `in / expand_ratio`
-input channels, chosen by a seeded construction. Two implementations compute
+input and output channels: each output channel sees only a fraction `density`
+of the input channels (the paper's compression factor ES is `1 / density`),
+chosen by a seeded construction. Two implementations compute
 the same function:
 
 - `impl="masked"`: a dense kernel times a fixed 0/1 mask (the paper's
@@ -34,6 +35,8 @@ Reference: Prabhu, Varma, Namboodiri, "Deep Expander Networks: Efficient Deep
 Networks from Graph Theory", ECCV 2018, https://arxiv.org/abs/1711.08757
 """
 
+import math
+import warnings
 import zlib
 
 import keras
@@ -214,7 +217,13 @@ def reference_mask(mask):
 
     Example:
 
-    >>> layer.set_mask(reference_mask(state_dict["conv1.mask"].numpy()))
+    >>> conv = ExpanderConv2D(4, 3, seed=0)
+    >>> _ = conv(keras.ops.ones((1, 5, 5, 6)))
+    >>> torch_mask = np.zeros((4, 6, 3, 3), "float32")  # (C_out, C_in, k, k)
+    >>> torch_mask[:, :2] = 1  # every output sees inputs 0 and 1
+    >>> conv.set_mask(reference_mask(torch_mask))
+    >>> conv.get_mask()[:, 0]
+    array([1., 1., 0., 0., 0., 0.], dtype=float32)
     """
     mask = np.asarray(mask, "float32")
     if mask.ndim == 4:
@@ -272,22 +281,68 @@ def _shuffled(inputs, groups):
                        (-1, *lead, channels))
 
 
+def density_of_compression(compression):
+    """The density `1 / ES` of the paper's compression factor ES >= 1."""
+    conv_args.positive_number(compression, "expand_ratio")
+    if compression < 1:
+        raise ValueError(f"expand_ratio (the compression factor ES) must be "
+                         f">= 1. Received: expand_ratio={compression!r}.")
+    return 1 / compression
+
+
+def deprecated_density(expand_ratio):
+    """The density of the deprecated `expand_ratio=ES`, with a
+    DeprecationWarning (the keyword goes in the next release)."""
+    density = density_of_compression(expand_ratio)
+    warnings.warn(f"expand_ratio={expand_ratio!r} is deprecated and will be "
+                  f"removed in the next release; use density={density!r} "
+                  "(the fraction of connections kept, 1 / ES).",
+                  DeprecationWarning, stacklevel=3)
+    return density
+
+
+def compression_factor(density):
+    """The paper's ES `1 / density`, an int when it is one (model names).
+
+    Example:
+
+    >>> compression_factor(0.25), compression_factor(0.4)
+    (4, 2.5)
+    """
+    factor = 1 / density
+    return round(factor) if abs(factor - round(factor)) < 1e-9 else factor
+
+
+def inputs_per_output(in_channels, density):
+    """`max(floor(in_channels * density), 1)`: with `density = 1 / ES`, the
+    paper's `in_channels // ES` (the epsilon absorbs the rounding of 1/ES).
+
+    Example:
+
+    >>> inputs_per_output(48, 1 / 3), inputs_per_output(5, 0.25)
+    (16, 1)
+    """
+    return max(math.floor(in_channels * density + 1e-9), 1)
+
+
 def _check_degree(degree, limit, what):
     if not 1 <= degree <= limit:
         raise ValueError(f"degree must be in [1, {what}={limit}]. Received: "
-                         f"degree={degree}; pass a smaller expand_ratio or "
-                         f"degree.")
+                         f"degree={degree}; pass a smaller degree.")
 
 
 class _Expander(keras.layers.Layer):
     """Connectivity, weights and conversion shared by the expander layers."""
 
-    def __init__(self, units, expand_ratio=2, degree=None,
+    def __init__(self, units, density=0.5, degree=None,
                  regular_side="out", groups=None, chunks=None,
                  impl="masked", seed=None, gather_slots=None,
                  use_bias=False, kernel_initializer=None,
                  bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, **kwargs):
+                 bias_regularizer=None, activation=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        if "expand_ratio" in kwargs:
+            density = deprecated_density(kwargs.pop("expand_ratio"))
         super().__init__(**kwargs)
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impl must be one of {IMPLEMENTATIONS}. "
@@ -295,12 +350,13 @@ class _Expander(keras.layers.Layer):
         if regular_side not in REGULAR_SIDES:
             raise ValueError(f"regular_side must be one of {REGULAR_SIDES}. "
                              f"Received: regular_side={regular_side!r}.")
-        if degree is None and not expand_ratio or (expand_ratio or 1) < 1:
-            raise ValueError(f"Pass expand_ratio >= 1 (compression factor) "
-                             f"or degree. Received: expand_ratio="
-                             f"{expand_ratio}, degree={degree}.")
+        if degree is None and not (isinstance(density, (int, float))
+                                   and 0 < density <= 1):
+            raise ValueError(f"Pass density in (0, 1] (the fraction of "
+                             f"inputs each output sees) or degree. Received: "
+                             f"density={density!r}, degree={degree}.")
         self.units = units
-        self.expand_ratio = expand_ratio
+        self.density = density
         self.degree = degree
         self.regular_side = regular_side
         self.groups = groups
@@ -315,14 +371,26 @@ class _Expander(keras.layers.Layer):
         self.seed = int(np.random.randint(2**31 - 1) if seed is None
                         else seed)
         self.use_bias = use_bias
+        self.activation = conv_args.activation(activation)
+        self.input_spec = conv_args.input_spec(ndim=self.INPUT_RANK)
         conv_args.set_weight_settings(
             self, kernel_initializer or self._default_initializer(),
-            bias_initializer, kernel_regularizer, bias_regularizer)
+            bias_initializer, kernel_regularizer, bias_regularizer,
+            kernel_constraint, bias_constraint)
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before the rename hold `expand_ratio`: no warning.
+        config = dict(config)
+        if "expand_ratio" in config:
+            config["density"] = density_of_compression(
+                config.pop("expand_ratio"))
+        return cls(**config)
 
     def connectivity(self, in_channels):
         """The seeded 0/1 mask `(in_channels, units)` of this layer."""
         other = in_channels if self.regular_side == "out" else self.units
-        degree = self.degree or max(other // self.expand_ratio, 1)
+        degree = self.degree or inputs_per_output(other, self.density)
         if self.regular_side == "shuffle":
             degree = in_channels // (self.groups or 1)
         return expander_mask(in_channels, self.units, degree,
@@ -331,6 +399,8 @@ class _Expander(keras.layers.Layer):
 
     def build(self, input_shape):
         self.in_channels = input_shape[-1]
+        self.input_spec = conv_args.input_spec(
+            ndim=self.INPUT_RANK, channels=self.in_channels)
         mask = self.connectivity(self.in_channels)
         full_shape = self._kernel_shape(self.in_channels)
         if self.impl == "masked":
@@ -344,7 +414,8 @@ class _Expander(keras.layers.Layer):
                 name="kernel", shape=full_shape,
                 initializer=lambda shape, dtype: self.kernel_initializer(
                     shape, dtype) * np.reshape(mask, self._mask_shape()),
-                regularizer=self.kernel_regularizer)
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint)
         else:
             table = mask_indices(mask, self.groups)
             if self.gather_slots not in (None, table.shape[1]):
@@ -369,7 +440,8 @@ class _Expander(keras.layers.Layer):
             self.bias = self.add_weight(
                 name="bias", shape=(self.units,),
                 initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer)
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint)
 
     def _set_table_flags(self, table):
         # Static facts of the table, decided at build time so that `call`
@@ -430,9 +502,10 @@ class _Expander(keras.layers.Layer):
             self.indices.shape)),))
 
     def _add_bias(self, outputs):
+        """The bias (if any) and the activation, after the linear part."""
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
-        return outputs
+        return self.activation(outputs)
 
     def get_mask(self):
         """The 0/1 mask `(in_channels, units)` as a NumPy array."""
@@ -503,7 +576,7 @@ class _Expander(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            expand_ratio=self.expand_ratio,
+            density=self.density,
             degree=self.degree,
             regular_side=self.regular_side,
             groups=self.groups,
@@ -512,6 +585,7 @@ class _Expander(keras.layers.Layer):
             seed=self.seed,
             gather_slots=self.gather_slots,
             use_bias=self.use_bias,
+            activation=keras.activations.serialize(self.activation),
             **conv_args.weight_settings_config(self),
         )
         return config
@@ -521,8 +595,8 @@ class _Expander(keras.layers.Layer):
 class ExpanderConv2D(_Expander):
     """2D convolution whose channel connectivity is a random expander graph.
 
-    Each output channel is connected to `in_channels // expand_ratio` input
-    channels (or `degree`), drawn without replacement by a seeded NumPy
+    Each output channel is connected to a fraction `density` of the input
+    channels (or `degree` of them), drawn without replacement by a seeded NumPy
     generator; the full `k x k` spatial kernel is kept for every connection.
     The graph is stored in the layer (`mask` or `indices` weight, and the
     `seed` in the config), so a saved and reloaded model has the same graph.
@@ -534,10 +608,13 @@ class ExpanderConv2D(_Expander):
         strides: int or pair.
         padding: `"same"` or `"valid"`. For stride 2 with PyTorch padding use
             `expander_conv2d`, which pads explicitly.
-        expand_ratio: compression factor ES; each output sees
-            `max(in_channels // ES, 1)` inputs (`regular_side="in"`: each
-            input feeds `max(filters // ES, 1)` outputs).
-        degree: the number of neighbours directly; overrides expand_ratio.
+        density: the fraction of connections kept, `1 / ES` for the
+            paper's compression factor ES; each output sees
+            `max(floor(in_channels * density), 1)` inputs
+            (`regular_side="in"`: each input feeds `max(floor(filters *
+            density), 1)` outputs). `expand_ratio=ES`, its former name, is
+            deprecated.
+        degree: the number of neighbours directly; overrides density.
         regular_side: `"out"` (paper's logged rule) or `"in"`.
         groups: `None` (channel-level graph) or G output blocks sharing one
             input list each (block expander: a cheaper gather).
@@ -548,13 +625,17 @@ class ExpanderConv2D(_Expander):
             the existing connections are computed).
         seed: graph seed; `None` draws one (then stored in the config).
         use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer: as in `keras.layers.Conv2D`.
+        bias_regularizer, kernel_constraint, bias_constraint, dilation_rate,
+        activation: as in `keras.layers.Conv2D` (the kernel constraint acts
+            on the stored kernel: the dense one, or the gathered one).
+        **kwargs: base layer arguments (`name`, `dtype`, ...), and
+            `data_format="channels_last"` (the only layout).
 
     Example:
 
-    >>> conv = keras_compact.layers.ExpanderConv2D(64, 3, expand_ratio=4,
+    >>> conv = keras_compact.layers.ExpanderConv2D(64, 3, density=1 / 4,
     ...                                            seed=0)
-    >>> conv(keras.ops.ones((2, 16, 16, 32))).shape
+    >>> tuple(conv(keras.ops.ones((2, 16, 16, 32))).shape)
     (2, 16, 16, 64)
     >>> int(conv.get_mask().sum(axis=0)[0])  # inputs per output channel
     8
@@ -565,12 +646,17 @@ class ExpanderConv2D(_Expander):
         https://arxiv.org/abs/1711.08757
     """
 
+    INPUT_RANK = 4
+
     def __init__(self, filters, kernel_size, strides=1, padding="same",
-                 **kwargs):
+                 dilation_rate=1, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             conv_args.CHANNELS_LAST)
         super().__init__(filters, **kwargs)
         self.filters = filters
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
+        self.dilation_rate = conv_args.dilation(dilation_rate, self.strides)
 
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, ndim=4)
@@ -603,8 +689,11 @@ class ExpanderConv2D(_Expander):
         self.grouped_conv = GroupedConv2D(
             self.filters, self.kernel_size, strides=self.strides,
             padding=self.padding, groups=table.shape[0],
+            dilation_rate=self.dilation_rate,
+            kernel_constraint=self.kernel_constraint,
             kernel_initializer=initializer,
-            kernel_regularizer=self.kernel_regularizer, name="grouped_conv")
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy, name="grouped_conv")
         self.grouped_conv.build((*input_shape[:-1], table.size))
 
     def _compact_kernel(self):
@@ -615,7 +704,8 @@ class ExpanderConv2D(_Expander):
             return self._add_bias(self.grouped_conv(self._gather(inputs)))
         kernel = self.kernel * ops.reshape(self.mask, self._mask_shape())
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype),
-                           strides=self.strides, padding=self.padding)
+                           strides=self.strides, padding=self.padding,
+                           dilation_rate=self.dilation_rate)
         return self._add_bias(outputs)
 
     def compute_output_shape(self, input_shape):
@@ -632,7 +722,8 @@ class ExpanderConv2D(_Expander):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size,
-                      strides=self.strides, padding=self.padding)
+                      strides=self.strides, padding=self.padding,
+                      dilation_rate=self.dilation_rate)
         return config
 
 
@@ -640,7 +731,7 @@ class ExpanderConv2D(_Expander):
 class ExpanderDense(_Expander):
     """Dense layer whose input-output connectivity is a random expander.
 
-    Each output unit sees `in_features // expand_ratio` inputs (or
+    Each output unit sees a fraction `density` of the inputs (or
     `degree`), drawn by a seeded generator and stored in the layer. No bias
     by default and He-normal fan-in init, as the reference `ExpanderLinear`.
     `impl="gather"` gathers the inputs of each output block and runs one
@@ -648,22 +739,25 @@ class ExpanderDense(_Expander):
 
     Args:
         units: output features.
-        expand_ratio, degree, regular_side, groups, impl, seed, use_bias,
+        density, degree, regular_side, groups, impl, seed, use_bias,
         kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer: as in `ExpanderConv2D`.
+        bias_regularizer, kernel_constraint, bias_constraint, activation:
+        as in `ExpanderConv2D`.
 
     Input shape: `(batch, in_features)`. Output shape: `(batch, units)`.
 
     Example:
 
     >>> dense = keras_compact.layers.ExpanderDense(512, degree=128, seed=0)
-    >>> dense(keras.ops.ones((2, 512))).shape
+    >>> tuple(dense(keras.ops.ones((2, 512))).shape)
     (2, 512)
 
     Reference:
         Prabhu et al., "Deep Expander Networks", ECCV 2018,
         https://arxiv.org/abs/1711.08757
     """
+
+    INPUT_RANK = 2
 
     @staticmethod
     def _default_initializer():
@@ -698,7 +792,8 @@ class ExpanderDense(_Expander):
         groups, depth = table.shape
         self.compact_kernel = self.add_weight(
             name="kernel", shape=(groups, depth, self.units // groups),
-            initializer=initializer, regularizer=self.kernel_regularizer)
+            initializer=initializer, regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
 
     def _compact_kernel(self):
         return self.compact_kernel
@@ -739,7 +834,7 @@ def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
     """`models.blocks.conv2d` with an `ExpanderConv2D`: a backbone conv factory.
 
     Pads like PyTorch's `padding=k // 2` (explicitly for stride > 1), so
-    `functools.partial(expander_conv2d, expand_ratio=2, impl="gather")`
+    `functools.partial(expander_conv2d, density=0.5, impl="gather")`
     replaces the `conv=` of any backbone block. `groups` is the backbone's
     conv groups (must be 1); `expander_groups` is `ExpanderConv2D`'s
     `groups` (output blocks of a block expander).
@@ -757,25 +852,30 @@ def expander_conv2d(x, filters, kernel_size, strides=1, groups=1,
                           groups=expander_groups, **expander_kwargs)(x)
 
 
-def expander_conv_factory(expand_ratio=2, impl="masked",
+def expander_conv_factory(density=0.5, impl="masked",
                           expander_groups=None, seed=0, **layer_kwargs):
     """A backbone conv factory whose every conv is a seeded expander conv.
 
     Returns `conv(x, filters, kernel_size, strides=1, groups=1, name=...)`
     (the `models.blocks.conv2d` signature, PyTorch padding); each layer's
     graph seed is `layer_seed(seed, name)`, so a model seed fixes every
-    graph and no two layers share one.
+    graph and no two layers share one. `density` is `ExpanderConv2D`'s
+    (`expand_ratio=ES` is its deprecated form).
 
     Example:
 
-    >>> conv = expander_conv_factory(expand_ratio=2, seed=0)
-    >>> block = functools.partial(models.blocks.basic_block, conv=conv)
+    >>> conv = expander_conv_factory(density=0.5, seed=0)
+    >>> y = conv(keras.Input((8, 8, 16)), 32, 3, strides=2, name="conv1")
+    >>> tuple(y.shape)
+    (None, 4, 4, 32)
     """
+    if "expand_ratio" in layer_kwargs:
+        density = deprecated_density(layer_kwargs.pop("expand_ratio"))
 
     def conv(x, filters, kernel_size, strides=1, groups=1, name=None):
         return expander_conv2d(
             x, filters, kernel_size, strides, groups=groups, name=name,
-            expand_ratio=expand_ratio, impl=impl,
+            density=density, impl=impl,
             expander_groups=expander_groups, seed=layer_seed(seed, name),
             **layer_kwargs)
 
@@ -867,7 +967,7 @@ def choose_deploy_form(layer, input_shape):
 
     Example:
 
-    >>> conv = ExpanderConv2D(96, 1, expand_ratio=2, seed=0)
+    >>> conv = ExpanderConv2D(96, 1, density=0.5, seed=0)
     >>> _ = conv(keras.ops.ones((1, 32, 32, 48)))
     >>> choose_deploy_form(conv, (1, 32, 32, 48))["form"]  # needs a GATHER
     'masked'
@@ -900,7 +1000,11 @@ def deployable_model(model, forms="auto"):
 
     Example:
 
-    >>> fast, report = deployable_model(trained_masked_model)
+    >>> inputs = keras.Input((8, 8, 16))
+    >>> y = ExpanderConv2D(16, 1, density=0.5, seed=0, name="x")(inputs)
+    >>> fast, report = deployable_model(keras.Model(inputs, y))
+    >>> report["x"]["form"]  # the paper's graph needs a channel GATHER
+    'masked'
     """
     if forms != "auto" and forms not in DEPLOY_FORMS:
         raise ValueError(f"forms must be 'auto' or one of "
@@ -935,6 +1039,10 @@ def gathered_model(model):
 
     Example:
 
-    >>> gathered = keras_compact.layers.gathered_model(trained_masked_model)
+    >>> inputs = keras.Input((8, 8, 16))
+    >>> y = ExpanderConv2D(16, 1, density=0.5, seed=0, name="x")(inputs)
+    >>> gathered = gathered_model(keras.Model(inputs, y))
+    >>> gathered.get_layer("x").impl
+    'gather'
     """
     return deployable_model(model, "gather")[0]

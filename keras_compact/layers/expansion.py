@@ -80,13 +80,24 @@ class ExpandedConv2D(keras.layers.Layer):
         bias_initializer: default PyTorch's `U(+-1/sqrt(fan_in))` per conv.
         kernel_regularizer, bias_regularizer: applied to every factor
             (weight decay acts on the factors, as in the paper).
+        dilation_rate: int or pair, as in Conv2D (strides must be 1): every
+            `k x k` (CL) or 3x3 (CK) conv of the chain is dilated, and the
+            compact layer is the dilated `k x k` conv, exactly.
+        activation: applied to the chain's output (None: linear); the
+            compact layer gets it too.
+        kernel_constraint, bias_constraint: applied to every factor, as the
+            regularizers (the contracted kernel is not constrained).
+        **kwargs: base layer arguments (`name`, `dtype`, ...), and
+            `data_format="channels_last"` (the only layout).
 
     Example:
 
     >>> layer = keras_compact.layers.ExpandedConv2D(16, 7, padding="same",
     ...                                             strategy="ck")
-    >>> y = layer(keras.ops.ones((2, 32, 32, 8)))
-    >>> compact = layer.to_compact()   # a Conv2D(16, 7, padding="same")
+    >>> y = layer(keras.ops.ones((2, 16, 16, 8)))  # three 3x3 convs
+    >>> compact = layer.to_compact()
+    >>> type(compact).__name__, tuple(compact.kernel.shape)
+    ('Conv2D', (7, 7, 8, 16))
 
     Reference:
         Guo, Alvarez, Salzmann, "ExpandNets: Linear Over-parameterization to
@@ -109,12 +120,20 @@ class ExpandedConv2D(keras.layers.Layer):
         bias_initializer=None,
         kernel_regularizer=None,
         bias_regularizer=None,
+        dilation_rate=1,
+        activation=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             conv_args.CHANNELS_LAST)
         super().__init__(**kwargs)
         self.filters = conv_args.positive_int(filters, "filters")
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
+        self.dilation_rate = conv_args.dilation(dilation_rate, self.strides)
+        self.activation = conv_args.activation(activation)
         conv_args.one_of(strategy, "strategy", STRATEGIES)
         kh, kw = self.kernel_size
         if strategy == "ck" and not (kh == kw and kh % 2 and kh > 3):
@@ -134,28 +153,32 @@ class ExpandedConv2D(keras.layers.Layer):
         # A None bias initializer means PyTorch's, which needs the fan-in.
         conv_args.set_weight_settings(
             self, kernel_initializer or torch_default_kernel(),
-            bias_initializer, kernel_regularizer, bias_regularizer)
+            bias_initializer, kernel_regularizer, bias_regularizer,
+            kernel_constraint, bias_constraint)
 
     def _plan(self, in_channels):
-        """`[(width, kernel, strides)]` of the chain, in order."""
+        """`[(width, kernel, strides, dilation)]` of the chain, in order."""
         rate = self.expansion_rate
         first = _width(rate, in_channels) if self.expand_input else in_channels
         middle = _width(rate, self.filters)
+        one = (1, 1)
         if self.strategy == "cl":
-            return [(first, (1, 1), (1, 1)),
-                    (middle, self.kernel_size, self.strides),
-                    (self.filters, (1, 1), (1, 1))]
+            return [(first, one, one, one),
+                    (middle, self.kernel_size, self.strides,
+                     self.dilation_rate),
+                    (self.filters, one, one, one)]
         depth = (self.kernel_size[0] - 1) // 2
         widths = [first] + [middle] * (depth - 2) + [self.filters]
-        return [(w, (3, 3), self.strides if i == depth - 1 else (1, 1))
-                for i, w in enumerate(widths)]
+        return [(w, (3, 3), self.strides if i == depth - 1 else one,
+                 self.dilation_rate) for i, w in enumerate(widths)]
 
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, ndim=4)
         conv_args.check_min_size(self, input_shape)
         in_channels = self.input_channels = input_shape[-1]
         plan = self._plan(in_channels)
-        for width in (in_channels, *(w for w, _, _ in plan)):
+        self.input_spec = conv_args.input_spec(ndim=4, channels=in_channels)
+        for width in (in_channels, *(w for w, *_ in plan)):
             if width % self.groups:
                 raise ValueError(
                     f"Every width of the chain must be divisible by groups="
@@ -164,16 +187,19 @@ class ExpandedConv2D(keras.layers.Layer):
         self.pads = self._pads(input_shape)
         shape = _padded_shape(input_shape, self.pads)
         self.convs = []
-        for index, (width, kernel, strides) in enumerate(plan):
+        for index, (width, kernel, strides, dilation) in enumerate(plan):
             fan_in = kernel[0] * kernel[1] * shape[-1] // self.groups
             conv = GroupedConv2D(
                 width, kernel, strides=strides, padding="valid",
                 groups=self.groups, use_bias=self.use_bias,
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                bias_initializer=fresh_initializer(self.bias_initializer)
+                dilation_rate=dilation,
+                kernel_initializer=conv_args.fresh_initializer(self.kernel_initializer),
+                bias_initializer=conv_args.fresh_initializer(self.bias_initializer)
                 or torch_default_bias(fan_in),
                 kernel_regularizer=self.kernel_regularizer,
                 bias_regularizer=self.bias_regularizer,
+                kernel_constraint=self.kernel_constraint,
+                bias_constraint=self.bias_constraint,
                 dtype=self.dtype_policy, name=f"conv{index}",
             )
             conv.build(shape)
@@ -183,16 +209,18 @@ class ExpandedConv2D(keras.layers.Layer):
     def _pads(self, input_shape):
         if self.padding == "valid":
             return ((0, 0), (0, 0))
+        extent = conv_args.effective_kernel(self.kernel_size,
+                                            self.dilation_rate)
         return tuple(_same_pads(length, kernel, stride)
                      for length, kernel, stride in zip(
-                         input_shape[1:3], self.kernel_size, self.strides))
+                         input_shape[1:3], extent, self.strides))
 
     def call(self, inputs):
         conv_args.check_float_input(self, inputs)
         x = ops.pad(inputs, ((0, 0), *self.pads, (0, 0)))
         for conv in self.convs:
             x = conv(x)
-        return x
+        return self.activation(x)
 
     def compute_output_shape(self, input_shape):
         return conv_args.output_shape(self, input_shape)
@@ -237,6 +265,8 @@ class ExpandedConv2D(keras.layers.Layer):
         named like this layer, built and holding the contracted weights."""
         kwargs = dict(kernel_size=self.kernel_size, strides=self.strides,
                       padding=self.padding, use_bias=self.use_bias,
+                      dilation_rate=self.dilation_rate,
+                      activation=self.activation,
                       dtype=self.dtype_policy, name=self.name)
         if self.groups == 1:
             layer = keras.layers.Conv2D(self.filters, **kwargs)
@@ -261,6 +291,8 @@ class ExpandedConv2D(keras.layers.Layer):
             groups=self.groups,
             expand_input=self.expand_input,
             use_bias=self.use_bias,
+            dilation_rate=self.dilation_rate,
+            activation=keras.activations.serialize(self.activation),
             **conv_args.weight_settings_config(self),
         )
         return config
@@ -282,13 +314,18 @@ class ExpandedDense(keras.layers.Layer):
         kernel_initializer: default PyTorch's `U(+-1/sqrt(fan_in))`.
         bias_initializer: default PyTorch's, per layer.
         kernel_regularizer, bias_regularizer: applied to every factor.
+        activation: applied to the chain's output (None: linear); the
+            compact Dense gets it too.
+        kernel_constraint, bias_constraint: applied to every factor.
 
     Example:
 
-    >>> layer = keras_compact.layers.ExpandedDense(64)
-    >>> y = layer(keras.ops.ones((2, 512)))   # 512 -> 2048 -> 256 -> 64
-    >>> layer.to_compact().kernel.shape
-    (512, 64)
+    >>> layer = keras_compact.layers.ExpandedDense(8)
+    >>> y = layer(keras.ops.ones((2, 16)))   # 16 -> 64 -> 32 -> 8
+    >>> [tuple(dense.kernel.shape) for dense in layer.denses]
+    [(16, 64), (64, 32), (32, 8)]
+    >>> tuple(layer.to_compact().kernel.shape)
+    (16, 8)
 
     Reference:
         Guo, Alvarez, Salzmann, "ExpandNets", NeurIPS 2020,
@@ -300,9 +337,11 @@ class ExpandedDense(keras.layers.Layer):
     def __init__(self, units, expansion_rate=4, hidden_units=None,
                  use_bias=True, kernel_initializer=None,
                  bias_initializer=None, kernel_regularizer=None,
-                 bias_regularizer=None, **kwargs):
+                 bias_regularizer=None, activation=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.units = conv_args.positive_int(units, "units")
+        self.activation = conv_args.activation(activation)
         self.expansion_rate = conv_args.positive_number(expansion_rate,
                                                         "expansion_rate")
         if hidden_units is not None and (
@@ -318,11 +357,13 @@ class ExpandedDense(keras.layers.Layer):
         # A None bias initializer means PyTorch's, which needs the fan-in.
         conv_args.set_weight_settings(
             self, kernel_initializer or torch_default_kernel(),
-            bias_initializer, kernel_regularizer, bias_regularizer)
+            bias_initializer, kernel_regularizer, bias_regularizer,
+            kernel_constraint, bias_constraint)
 
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, min_ndim=2)
         in_units = input_shape[-1]
+        self.input_spec = conv_args.input_spec(min_ndim=2, channels=in_units)
         hidden = self.hidden_units or (
             _width(self.expansion_rate, in_units),
             _width(self.expansion_rate, self.units))
@@ -331,11 +372,13 @@ class ExpandedDense(keras.layers.Layer):
         for index, width in enumerate((*hidden, self.units)):
             dense = keras.layers.Dense(
                 width, use_bias=self.use_bias,
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                bias_initializer=fresh_initializer(self.bias_initializer)
+                kernel_initializer=conv_args.fresh_initializer(self.kernel_initializer),
+                bias_initializer=conv_args.fresh_initializer(self.bias_initializer)
                 or torch_default_bias(shape[-1]),
                 kernel_regularizer=self.kernel_regularizer,
                 bias_regularizer=self.bias_regularizer,
+                kernel_constraint=self.kernel_constraint,
+                bias_constraint=self.bias_constraint,
                 dtype=self.dtype_policy, name=f"dense{index}",
             )
             dense.build(shape)
@@ -347,7 +390,7 @@ class ExpandedDense(keras.layers.Layer):
         x = inputs
         for dense in self.denses:
             x = dense(x)
-        return x
+        return self.activation(x)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -373,6 +416,7 @@ class ExpandedDense(keras.layers.Layer):
     def to_compact(self):
         """The built `Dense(units)` with the contracted weights."""
         layer = keras.layers.Dense(self.units, use_bias=self.use_bias,
+                                   activation=self.activation,
                                    dtype=self.dtype_policy, name=self.name)
         layer.build((None, self.denses[0].kernel.shape[0]))
         kernel, bias = self.contract()
@@ -386,6 +430,7 @@ class ExpandedDense(keras.layers.Layer):
             expansion_rate=self.expansion_rate,
             hidden_units=self.hidden_units,
             use_bias=self.use_bias,
+            activation=keras.activations.serialize(self.activation),
             **conv_args.weight_settings_config(self),
         )
         return config
@@ -437,18 +482,6 @@ def _numpy(variable):
 
 def _width(rate, channels):
     return max(1, int(round(rate * channels)))
-
-
-def fresh_initializer(initializer):
-    """A copy of `initializer` for one more layer.
-
-    Keras repeats the values of an unseeded initializer instance on every
-    call, so layers sharing one instance would start identical.
-    """
-    if initializer is None:
-        return None
-    return keras.initializers.deserialize(
-        keras.initializers.serialize(initializer))
 
 
 def _same_pads(length, kernel, stride):

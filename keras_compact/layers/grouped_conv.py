@@ -31,12 +31,17 @@ class GroupedConv2D(keras.layers.Layer):
         use_bias: whether to add a bias.
         kernel_initializer: defaults to PyTorch's `kaiming_normal_`.
         bias_initializer, kernel_regularizer, bias_regularizer: as in Conv2D.
+        dilation_rate: int or pair, as in Conv2D (strides must then be 1).
+        activation: applied to the output (None: linear), as in Conv2D.
+        kernel_constraint, bias_constraint: as in Conv2D.
+        **kwargs: base layer arguments (`name`, `dtype`, ...), and
+            `data_format="channels_last"` (the only layout).
 
     Example:
 
     >>> conv = keras_compact.layers.GroupedConv2D(64, 3, padding="same",
     ...                                           groups=8)
-    >>> conv(keras.ops.ones((2, 32, 32, 64))).shape
+    >>> tuple(conv(keras.ops.ones((2, 32, 32, 64))).shape)
     (2, 32, 32, 64)
     """
 
@@ -52,30 +57,41 @@ class GroupedConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
+        dilation_rate=1,
+        activation=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             conv_args.CHANNELS_LAST)
         super().__init__(**kwargs)
         conv_args.check_groups(filters, groups)
         self.filters = filters
         self.kernel_size, self.strides, self.padding = conv_args.geometry(
             kernel_size, strides, padding)
+        self.dilation_rate = conv_args.dilation(dilation_rate, self.strides)
         self.groups = groups
         self.use_bias = conv_args.boolean(use_bias, "use_bias")
+        self.activation = conv_args.activation(activation)
         self.input_spec = conv_args.input_spec(ndim=4)
         conv_args.set_weight_settings(
             self, kernel_initializer or kaiming_normal(), bias_initializer,
-            kernel_regularizer, bias_regularizer)
+            kernel_regularizer, bias_regularizer, kernel_constraint,
+            bias_constraint)
 
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, ndim=4)
         conv_args.check_min_size(self, input_shape)
         channels = input_shape[-1]
         conv_args.check_groups(channels, self.groups, "input channels")
+        self.input_spec = conv_args.input_spec(ndim=4, channels=channels)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(*self.kernel_size, channels // self.groups, self.filters),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         self.bias = None
         if self.use_bias:
@@ -84,25 +100,23 @@ class GroupedConv2D(keras.layers.Layer):
                 shape=(self.filters,),
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
             )
 
     def call(self, inputs):
         conv_args.check_float_input(self, inputs)
         if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            conv = tf.nn.conv2d
-            if self.groups > 1 and not grouped_gradients_work():
-                conv = _split_grouped_conv
-            outputs = conv(inputs, ops.cast(self.kernel, inputs.dtype),
-                           strides=self.strides, padding=self.padding.upper())
+            outputs = tf_grouped_conv2d(
+                inputs, ops.cast(self.kernel, inputs.dtype), self.strides,
+                self.padding.upper(), self.dilation_rate)
         else:
             outputs = ops.conv(
-                inputs, self.kernel, strides=self.strides, padding=self.padding
+                inputs, self.kernel, strides=self.strides, padding=self.padding,
+                dilation_rate=self.dilation_rate,
             )
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
-        return outputs
+        return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
         return conv_args.output_shape(self, input_shape)
@@ -124,6 +138,8 @@ class GroupedConv2D(keras.layers.Layer):
             padding=self.padding,
             groups=self.groups,
             use_bias=self.use_bias,
+            dilation_rate=self.dilation_rate,
+            activation=keras.activations.serialize(self.activation),
             **conv_args.weight_settings_config(self),
         )
         return config
@@ -135,6 +151,21 @@ def kaiming_normal():
         scale=2.0, mode="fan_in", distribution="untruncated_normal"
     )
 
+
+
+def tf_grouped_conv2d(inputs, kernel, strides, padding, dilations):
+    """`tf.nn.conv2d` with a grouped kernel, split per group where needed.
+
+    The single grouped op where TF's CPU kernels differentiate it, else
+    `_split_grouped_conv`; `padding` is TF's `"SAME"` or `"VALID"`.
+    """
+    import tensorflow as tf
+
+    conv = tf.nn.conv2d
+    if kernel.shape[2] != inputs.shape[-1] and not grouped_gradients_work():
+        conv = _split_grouped_conv
+    return conv(inputs, kernel, strides=strides, padding=padding,
+                dilations=dilations)
 
 
 @functools.cache
@@ -165,7 +196,7 @@ def grouped_gradients_work():
     return True
 
 
-def _split_grouped_conv(inputs, kernel, strides, padding):
+def _split_grouped_conv(inputs, kernel, strides, padding, dilations):
     """A grouped `tf.nn.conv2d` as one plain conv per group, concatenated.
 
     For CPUs without oneDNN, whose kernels lack grouped backprops and whose
@@ -180,7 +211,8 @@ def _split_grouped_conv(inputs, kernel, strides, padding):
 
     groups = inputs.shape[-1] // kernel.shape[2]
     return tf.concat([
-        tf.nn.conv2d(piece, piece_kernel, strides, padding)
+        tf.nn.conv2d(piece, piece_kernel, strides, padding,
+                     dilations=dilations)
         for piece, piece_kernel in zip(tf.split(inputs, groups, axis=-1),
                                        tf.split(kernel, groups, axis=-1))
     ], axis=-1)

@@ -42,6 +42,20 @@ def _fan_out_normal():
     )
 
 
+# Keras conv arguments whose value SlimConv fixes: name -> (allowed, why).
+_FIXED = {
+    "filters": ((), "its output width C // n + C // (2n) is set by k (see "
+                    "SlimConv2D.output_channels)"),
+    "kernel_size": ((3, (3, 3)), "its convs are the paper's 3x3 (and one "
+                                 "1x1)"),
+    "padding": (("same",), "it pads like PyTorch, 1 on every side: the "
+                           "output size of 'same'"),
+    "dilation_rate": ((1, (1, 1)), "the paper's convs are not dilated"),
+    **conv_args.without_bias("a BatchNormalization follows every conv"),
+    **conv_args.CHANNELS_LAST,
+}
+
+
 @api.serializable
 class SlimConv2D(keras.layers.Layer):
     """SlimConv: the drop-in replacement of a 3x3 conv + BN by Qiu et al.
@@ -81,7 +95,12 @@ class SlimConv2D(keras.layers.Layer):
             none, as the reference's module). It is applied to each branch
             before the concat, so LiteRT fuses it into the branch convs
             instead of running a separate op on the concatenated tensor.
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
+        kernel_regularizer, kernel_constraint: of every conv and squeeze
+            kernel, as in `keras.layers.Conv2D`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...). Keras conv
+            arguments that SlimConv fixes are accepted at their fixed value
+            (`kernel_size=3`, `padding="same"`, `use_bias=False`, ...) and
+            refused with the reason otherwise; there is no `filters`.
 
     Input shape:
         `(batch, height, width, C)`.
@@ -93,7 +112,7 @@ class SlimConv2D(keras.layers.Layer):
     Example:
 
     >>> conv = keras_compact.layers.SlimConv2D(k="4/3", strides=2)
-    >>> conv(keras.ops.ones((2, 56, 56, 64))).shape
+    >>> tuple(conv(keras.ops.ones((2, 56, 56, 64))).shape)
     (2, 28, 28, 48)
     >>> keras_compact.layers.SlimConv2D.output_channels(64, "8/3")
     24
@@ -106,7 +125,8 @@ class SlimConv2D(keras.layers.Layer):
 
     def __init__(self, k="4/3", strides=1, groups=1, bottom_groups=None,
                  reduction=32, kernel_initializer=None, activation=None,
-                 **kwargs):
+                 kernel_regularizer=None, kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs, _FIXED)
         super().__init__(**kwargs)
         self.n = fold_factor(k)
         self.k = k if isinstance(k, str) else float(k)
@@ -118,12 +138,10 @@ class SlimConv2D(keras.layers.Layer):
         self.bottom_groups = groups if bottom_groups is None else (
             conv_args.positive_int(bottom_groups, "bottom_groups"))
         self.reduction = conv_args.positive_int(reduction, "reduction")
-        self.kernel_initializer = conv_args.keras_object(
-            keras.initializers, kernel_initializer or _fan_out_normal(),
-            "kernel_initializer")
-        self.activation = (None if activation is None else
-                           conv_args.keras_object(keras.activations,
-                                                  activation, "activation"))
+        conv_args.set_weight_settings(
+            self, kernel_initializer or _fan_out_normal(), None,
+            kernel_regularizer, None, kernel_constraint)
+        self.activation = conv_args.activation(activation)
         self.input_spec = conv_args.input_spec(ndim=4)
 
     @staticmethod
@@ -139,6 +157,7 @@ class SlimConv2D(keras.layers.Layer):
     def build(self, input_shape):
         conv_args.check_input_shape(self, input_shape, ndim=4)
         channels = input_shape[-1]
+        self.input_spec = conv_args.input_spec(ndim=4, channels=channels)
         top, bottom = self._widths(channels)
         hidden = channels // self.reduction
         if hidden < 1 or bottom < 1:
@@ -158,16 +177,18 @@ class SlimConv2D(keras.layers.Layer):
                     "divide it."
                 )
         sub = {"dtype": self.dtype_policy}
-        conv = {"use_bias": False, "kernel_initializer":
-                self.kernel_initializer, **sub}
+        kernel = {"kernel_initializer": self.kernel_initializer,
+                  "kernel_regularizer": self.kernel_regularizer,
+                  "kernel_constraint": self.kernel_constraint}
+        conv = {"use_bias": False, **kernel, **sub}
         self.squeeze = keras.layers.Dense(hidden, name="squeeze", **conv)
         self.squeeze_bn = BatchNormalization(name="squeeze_bn", **sub)
         # PyTorch's default bias init for the excite conv (fan_in = hidden).
         bound = 1.0 / math.sqrt(hidden)
         self.excite = keras.layers.Dense(
-            channels, kernel_initializer=self.kernel_initializer,
+            channels,
             bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-            name="excite", **sub,
+            name="excite", **kernel, **sub,
         )
         padding = "same" if self.strides == 1 else "valid"
         self.top_conv = GroupedConv2D(top, 3, self.strides, padding,
@@ -259,9 +280,8 @@ class SlimConv2D(keras.layers.Layer):
                                        training=training)
         bottom = self.bottom_conv(self._pad(ops.relu(bottom)))
         bottom = self.bottom_bn(bottom, training=training)
-        if self.activation is not None:
-            # Per branch, so LiteRT fuses it into each branch's conv.
-            top, bottom = self.activation(top), self.activation(bottom)
+        # Per branch, so LiteRT fuses it into each branch's conv.
+        top, bottom = self.activation(top), self.activation(bottom)
         return ops.concatenate([top, bottom], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -298,10 +318,8 @@ class SlimConv2D(keras.layers.Layer):
             groups=self.groups,
             bottom_groups=self.bottom_groups,
             reduction=self.reduction,
-            kernel_initializer=keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            activation=(None if self.activation is None
-                        else keras.activations.serialize(self.activation)),
+            activation=keras.activations.serialize(self.activation),
+            **conv_args.weight_settings_config(
+                self, conv_args.KERNEL_SETTINGS),
         )
         return config

@@ -94,7 +94,12 @@ def check_option(config, name, valid, expected):
 
     Example:
 
-    >>> check_option(config, "students", lambda v: v >= 1, "an int >= 1")
+    >>> try:
+    ...     check_option({"students": 0}, "students", lambda v: v >= 1,
+    ...                  "an int >= 1")
+    ... except UsageError as error:
+    ...     print(error)
+    students must be an int >= 1. Received: students=0.
     """
     value = config[name]
     if isinstance(value, bool) or not valid(value):

@@ -115,7 +115,7 @@ def _check_expander(config):
 
 def _expander_block(config):
     conv = layers.expander_conv_factory(
-        expand_ratio=config.expand_size, impl=config.expander_impl,
+        density=1 / config.expand_size, impl=config.expander_impl,
         expander_groups=config.expander_groups or None, seed=config.seed)
     return functools.partial(blocks.basic_block, conv=conv)
 

@@ -44,12 +44,12 @@ class TeacherDistillationModel(keras.Model):
         weight: weight of the distillation term.
         **kwargs: `keras.Model` arguments.
 
-    Example:
+    Usage (a trained teacher and a training run; not run as a doctest)::
 
-    >>> teacher = keras.models.load_model("runs/baseline/model.keras")
-    >>> model = TeacherDistillationModel(student, teacher, temperature=4.0)
-    >>> model.compile(optimizer="sgd", metrics=["accuracy"])
-    >>> model.fit(train, epochs=10)
+        teacher = keras.models.load_model("runs/baseline/model.keras")
+        model = TeacherDistillationModel(student, teacher, temperature=4.0)
+        model.compile(optimizer="sgd", metrics=["accuracy"])
+        model.fit(train, epochs=10)
 
     Reference:
         Hinton et al., "Distilling the Knowledge in a Neural Network",

@@ -66,17 +66,17 @@ class OnlineDistillationModel(keras.Model):
         kd_temperature, kd_weight: `T_kd` and the weight of that term.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
-    Example:
+    Usage (a 300-epoch training run; not run as a doctest)::
 
-    >>> from keras_compact.models.resnet_cifar import resnet_cifar
-    >>> students = [
-    ...     resnet_cifar(56, (32, 32, 3), 10, name=f"student{i + 1}",
-    ...                  block=keras_compact.layers.ShiftBlock.as_block())
-    ...     for i in range(4)]
-    >>> model = OnlineDistillationModel(students)
-    >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    >>> model.fit(train, epochs=300)
-    >>> best = model.export_student(model.select_student(validation))
+        from keras_compact.models.resnet_cifar import resnet_cifar
+        students = [
+            resnet_cifar(56, (32, 32, 3), 10, name=f"student{i + 1}",
+                         block=keras_compact.layers.ShiftBlock.as_block())
+            for i in range(4)]
+        model = OnlineDistillationModel(students)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        model.fit(train, epochs=300)
+        best = model.export_student(model.select_student(validation))
 
     Reference:
         Xie et al., https://arxiv.org/abs/1909.13063.

@@ -68,7 +68,7 @@ class XNet(Method):
                       expander_groups=config.expander_groups or None,
                       expander_chunks=config.expander_chunks or None,
                       expander_seed=config.seed,
-                      expand_ratio=config.expand_size)
+                      density=1 / config.expand_size)
         kwargs = {k: v for k, v in wanted.items() if k in parameters}
         model = models.build(config.arch, input_shape, num_classes, **kwargs)
         if not expander_layers(model):

@@ -16,6 +16,7 @@ import functools
 import keras
 
 from keras_compact import layers
+from keras_compact.layers import expander
 from keras_compact.models import blocks
 from keras_compact.models.registry import register
 
@@ -37,16 +38,16 @@ def torch_linear_head(x, num_classes, name="classifier"):
             1.0 / 3.0, "fan_in", "uniform"))(x)
 
 
-def conv_factory(expand_ratio=None, impl="masked", groups=None, seed=0,
+def conv_factory(density=None, impl="masked", groups=None, seed=0,
                  chunks=None):
     """The conv of the layers that X-Nets make expanders.
 
     Returns `conv(x, filters, kernel_size, strides=1, name=None) -> y` with
-    PyTorch padding: a dense He fan-out conv when `expand_ratio` is None,
+    PyTorch padding: a dense He fan-out conv when `density` is None,
     else `layers.expander_conv_factory`'s seeded expander conv.
     """
-    if expand_ratio is not None:
-        return layers.expander_conv_factory(expand_ratio, impl, groups, seed,
+    if density is not None:
+        return layers.expander_conv_factory(density, impl, groups, seed,
                                             chunks=chunks)
 
     def dense(x, filters, kernel_size, strides=1, name=None):
@@ -87,9 +88,10 @@ def transition(x, name, reduction=0.5):
 
 
 def densenet_bc_cifar(depth, growth, input_shape, num_classes,
-                      expand_ratio=None, expander_impl="masked",
+                      density=None, expander_impl="masked",
                       expander_groups=None, expander_seed=0,
-                      expander_chunks=None, reduction=0.5, name=None):
+                      expander_chunks=None, reduction=0.5, name=None,
+                      expand_ratio=None):
     """DenseNet-BC-depth-growth for 32x32 images; X-DenseNet with ES given.
 
     Args:
@@ -98,8 +100,9 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
         growth: growth rate k; the stem has 2k channels.
         input_shape: `(height, width, channels)`.
         num_classes: number of logits.
-        expand_ratio: None for the dense net, or X-Nets' compression factor
-            ES: the two convs of every unit become `ExpanderConv2D`s.
+        density: None for the dense net, or `1 / ES` for X-Nets'
+            compression factor ES: the two convs of every unit become
+            `ExpanderConv2D`s (the name ends in ES).
         expander_impl: `"masked"` (train, the paper's semantics) or
             `"gather"` (deploy; `layers.gathered_model` converts).
         expander_groups: None (channel-level graph) or output blocks per
@@ -108,6 +111,8 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
         expander_chunks: None, or C: block expanders whose inputs are C
             contiguous chunks (with `expander_groups`; fast gather).
         reduction: transition compression (0.5 in DenseNet-BC).
+        name: the model's name (default from the arguments).
+        expand_ratio: deprecated, ES (use `density=1 / ES`).
 
     Example:
 
@@ -118,8 +123,10 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
     if (depth - 4) % 6 or depth < 10:
         raise ValueError(f"DenseNet-BC depth must be 6n + 4 (40, 100, ...). "
                          f"Received: depth={depth}.")
+    if expand_ratio is not None:
+        density = expander.deprecated_density(expand_ratio)
     units = (depth - 4) // 6
-    conv = conv_factory(expand_ratio, expander_impl, expander_groups,
+    conv = conv_factory(density, expander_impl, expander_groups,
                         expander_seed, expander_chunks)
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(
@@ -133,8 +140,8 @@ def densenet_bc_cifar(depth, growth, input_shape, num_classes,
                                 f"{unit + 1}", conv)
     x = bn_relu(x, "final")
     outputs = torch_linear_head(x, num_classes)
-    prefix = "x_" if expand_ratio else ""
-    suffix = f"_{expand_ratio}" if expand_ratio else ""
+    prefix = "x_" if density else ""
+    suffix = f"_{expander.compression_factor(density)}" if density else ""
     return keras.Model(inputs, outputs, name=name or
                        f"{prefix}densenet_bc_{depth}_{growth}{suffix}")
 
@@ -144,7 +151,7 @@ for _growth in ROWS:
              functools.partial(densenet_bc_cifar, 40, _growth))
     register(f"x_densenet_bc_40_{_growth}",
              functools.partial(densenet_bc_cifar, 40, _growth,
-                               expand_ratio=2))
+                               density=0.5))
 register("densenet_bc_100_12", functools.partial(densenet_bc_cifar, 100, 12))
 # Uniformly thinned to X-DenseNet-BC-40-24-2's MACs (162M vs 158M at
 # 32x32), the dense baseline of the same cost.

@@ -34,7 +34,7 @@ import functools
 import keras
 
 from keras_compact import layers
-from keras_compact.layers.expansion import fresh_initializer
+from keras_compact.layers.conv_args import fresh_initializer
 from keras_compact.layers.expansion import torch_default_bias
 from keras_compact.layers.expansion import torch_default_kernel
 from keras_compact.models import blocks

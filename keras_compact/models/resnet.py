@@ -128,9 +128,9 @@ def resnet(depths, input_shape, num_classes, block=bottleneck_block,
 
     Example:
 
-    >>> model = resnet((3, 4, 6, 3), (224, 224, 3), 1000)
+    >>> model = resnet((1, 1, 1, 1), (64, 64, 3), 10)  # (3, 4, 6, 3): R-50
     >>> keras_compact.profiling.profile(model).params
-    25557032
+    8036426
     """
     if len(depths) != len(widths):
         raise ValueError(f"depths and widths need one entry per stage. "

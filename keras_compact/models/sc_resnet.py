@@ -99,9 +99,9 @@ def sc_resnet(depths, input_shape, num_classes, k="4/3", groups=1,
 
     Example:
 
-    >>> model = sc_resnet((3, 4, 6, 3), (224, 224, 3), 1000, k="4/3")
+    >>> model = sc_resnet((1, 1, 1, 1), (64, 64, 3), 10, k="4/3")
     >>> keras_compact.profiling.profile(model).params
-    16758740
+    5600326
     """
     block = functools.partial(sc_bottleneck_block, k=k, groups=groups,
                               base_width=base_width,

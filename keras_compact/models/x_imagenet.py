@@ -30,32 +30,39 @@ from keras_compact.models.registry import register
 X_RESNETS = ("resnet18", "resnet34", "resnet50")
 
 
-def x_resnet(arch, input_shape, num_classes, expand_ratio=2,
+def x_resnet(arch, input_shape, num_classes, density=0.5,
              expander_impl="masked", expander_groups=None, expander_seed=0,
-             stem="imagenet"):
+             stem="imagenet", expand_ratio=None):
     """X-ResNet: `models.resnet`'s `arch` with expander block convs.
 
     Args:
         arch: "resnet18", "resnet34" or "resnet50".
         input_shape, num_classes: as for every model builder.
-        expand_ratio: compression factor ES.
+        density: `1 / ES` for the compression factor ES (the name ends in
+            ES: `x_resnet18_2`).
         expander_impl, expander_groups, expander_seed: as in
             `densenet_bc_cifar`.
         stem: "imagenet" (7x7/2 + max-pool) or "cifar".
+        expand_ratio: deprecated, ES (use `density=1 / ES`).
 
     Example:
 
-    >>> model = keras_compact.models.build("x_resnet50", (224, 224, 3), 1000)
+    >>> model = keras_compact.models.build("x_resnet18", (32, 32, 3), 10)
+    >>> model.name  # ES = 2
+    'x_resnet18_2'
     """
     if arch not in X_RESNETS:
         raise ValueError(f"X-ResNet arch must be one of {X_RESNETS}. "
                          f"Received: arch={arch!r}.")
+    if expand_ratio is not None:
+        density = expander.deprecated_density(expand_ratio)
     depths, block, _, _ = resnet.RESNETS[arch]
-    conv = layers.expander_conv_factory(expand_ratio, expander_impl,
+    conv = layers.expander_conv_factory(density, expander_impl,
                                         expander_groups, expander_seed)
     return resnet.resnet(depths, input_shape, num_classes,
                          block=functools.partial(block, conv=conv),
-                         stem=stem, name=f"x_{arch}_{expand_ratio}")
+                         stem=stem, name=f"x_{arch}_"
+                         f"{expander.compression_factor(density)}")
 
 
 def _is_x_pointwise(name, kernel_size, groups):
@@ -65,16 +72,16 @@ def _is_x_pointwise(name, kernel_size, groups):
             and not name.startswith("block1_"))
 
 
-def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
+def x_mobilenet_v1(input_shape, num_classes, density=0.5,
                    expander_impl="masked", expander_groups=None,
                    expander_seed=0, width_multiplier=0.5, stem_strides=2,
-                   pointwise_graph="in"):
+                   pointwise_graph="in", expand_ratio=None):
     """X-MobileNet-width-G: MobileNetV1 with input-regular expander
     pointwise convs (each input feeds `C_out // G` outputs).
 
     Args:
         input_shape, num_classes: as for every model builder.
-        expand_ratio: the paper's G (density 1/G).
+        density: `1 / G` for the paper's G (the name ends in G).
         expander_impl, expander_seed: as in `densenet_bc_cifar`.
         expander_groups: must be None (input-regular graphs have no block
             form).
@@ -84,13 +91,18 @@ def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
             or `"shuffle"` (the named variant `x_mobilenet_v1_0.5_shuffle`:
             a channel shuffle then G contiguous groups, same density; it
             deploys as TRANSPOSE + grouped CONV_2D).
+        expand_ratio: deprecated, G (use `density=1 / G`).
 
     Example:
 
     >>> model = keras_compact.models.build("x_mobilenet_v1_0.5",
-    ...                                    (224, 224, 3), 1000,
-    ...                                    expand_ratio=4)
+    ...                                    (32, 32, 3), 10, density=1 / 4)
+    >>> model.name
+    'x_mobilenet_v1_0.5_4'
     """
+    if expand_ratio is not None:
+        density = expander.deprecated_density(expand_ratio)
+    factor = expander.compression_factor(density)
 
     def conv(x, filters, kernel_size, *, strides=1, padding="valid",
              groups=1, use_bias=False, kernel_initializer=None, name):
@@ -102,15 +114,15 @@ def x_mobilenet_v1(input_shape, num_classes, expand_ratio=2,
         shuffle = pointwise_graph == "shuffle"
         return layers.ExpanderConv2D(
             filters, 1, strides=strides, padding=padding,
-            expand_ratio=expand_ratio, regular_side=pointwise_graph,
-            groups=expand_ratio if shuffle else expander_groups,
+            density=density, regular_side=pointwise_graph,
+            groups=factor if shuffle else expander_groups,
             impl=expander_impl, use_bias=use_bias,
             seed=expander.layer_seed(expander_seed, name), name=name)(x)
 
     return mobilenet.mobilenet_v1(
         input_shape, num_classes, conv=conv,
         width_multiplier=width_multiplier, stem_strides=stem_strides,
-        name=f"x_mobilenet_v1_{width_multiplier}_{expand_ratio}"
+        name=f"x_mobilenet_v1_{width_multiplier}_{factor}"
         + ("_shuffle" if pointwise_graph == "shuffle" else ""))
 
 

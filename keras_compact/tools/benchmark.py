@@ -379,7 +379,7 @@ def _xnet_gather(case, **kwargs):
     """X-Nets' gathered expander conv with ES = `groups`: every output sees
     `cin / groups` inputs, the MACs of the grouped conv."""
     return layers.ExpanderConv2D(case.cout, case.kernel, padding="same",
-                                 expand_ratio=case.groups, impl="gather",
+                                 density=1 / case.groups, impl="gather",
                                  seed=0, **kwargs)
 
 

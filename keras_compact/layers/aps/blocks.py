@@ -12,12 +12,17 @@ import numpy as np
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 from keras_compact.layers.aps.candidate_norm import CandidateBatchNorm
+from keras_compact.layers.aps.conv import FIXED_CONV_ARGUMENTS
 from keras_compact.layers.aps.conv import APSConv2D
 from keras_compact.layers.aps.conv import APSDepthwiseConv2D
 from keras_compact.layers.aps.projections import _choice
 from keras_compact.layers.aps.projections import _PackedColumns
 from keras_compact.layers.aps.projections import _widths
+
+# The weight settings a block passes to its convs and shortcut.
+_SHARED = ("kernel_regularizer", "kernel_constraint")
 
 
 @api.serializable
@@ -34,6 +39,10 @@ class APSShortcut(keras.layers.Layer):
         candidates_out: block output widths.
         candidates_in: block input widths.
         strides: the block's stride.
+        kernel_regularizer, kernel_constraint: of the packed weights, as in
+            `keras.layers.Conv2D`.
+        **kwargs: base layer arguments; see `APSConv2D` for the Keras conv
+            arguments that APS fixes.
 
     Call arguments:
         choice: int tensor `[o, i]` (default: the largest pair).
@@ -42,21 +51,29 @@ class APSShortcut(keras.layers.Layer):
     Example:
 
     >>> sc = keras_compact.layers.APSShortcut((4, 8), (4, 8), strides=2)
-    >>> sc(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0]).shape
+    >>> tuple(sc(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0]).shape)
     (2, 4, 4, 8)
 
     Reference: Wang et al., NeurIPS 2020.
     """
 
-    def __init__(self, candidates_out, candidates_in, strides=1, **kwargs):
+    def __init__(self, candidates_out, candidates_in, strides=1,
+                 kernel_regularizer=None, kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             FIXED_CONV_ARGUMENTS)
         super().__init__(**kwargs)
         self.candidates_out = _widths(candidates_out, "candidates_out")
         self.candidates_in = _widths(candidates_in, "candidates_in")
+        self.input_spec = conv_args.input_spec(
+            ndim=4, channels=self.candidates_in[-1])
         self.strides = int(strides)
+        conv_args.set_weight_settings(self, None, None, kernel_regularizer,
+                                      None, kernel_constraint)
         self._out_columns = _PackedColumns(self.candidates_out)
         self._in_columns = _PackedColumns(self.candidates_in)
         self.norm = CandidateBatchNorm(len(self.candidates_out),
-                                       len(self.candidates_in), name="bn")
+                                       len(self.candidates_in), name="bn",
+                                       dtype=self.dtype_policy)
 
     def build(self, input_shape):
         # PyTorch's default conv init per pair: U(+-1/sqrt(c_i)).
@@ -71,6 +88,8 @@ class APSShortcut(keras.layers.Layer):
             name="kernel",
             shape=(sum(self.candidates_in), sum(self.candidates_out)),
             initializer=initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         self.norm.build(self.compute_output_shape(input_shape))
 
@@ -98,7 +117,8 @@ class APSShortcut(keras.layers.Layer):
         config = super().get_config()
         config.update({"candidates_out": self.candidates_out,
                        "candidates_in": self.candidates_in,
-                       "strides": self.strides})
+                       "strides": self.strides,
+                       **conv_args.weight_settings_config(self, _SHARED)})
         return config
 
 
@@ -121,6 +141,10 @@ class APSBasicBlock(keras.layers.Layer):
             stage's, half as wide.
         overlap: see `APSConv2D`.
         projection_noise: see `APSConv2D`.
+        kernel_regularizer, kernel_constraint: of every conv's meta-kernel
+            and of the shortcut, as in `keras.layers.Conv2D`.
+        **kwargs: base layer arguments; see `APSConv2D` for the Keras conv
+            arguments that APS fixes.
 
     Call arguments:
         choice: int tensor `[a_in, a_mid, a_out]` (default: the largest).
@@ -129,7 +153,7 @@ class APSBasicBlock(keras.layers.Layer):
     Example:
 
     >>> block = keras_compact.layers.APSBasicBlock((4, 8))
-    >>> block(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0, 1]).shape
+    >>> tuple(block(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0, 1]).shape)
     (2, 8, 8, 8)
 
     Reference: Wang et al., NeurIPS 2020.
@@ -137,11 +161,19 @@ class APSBasicBlock(keras.layers.Layer):
 
     def __init__(self, candidates, candidates_in=None, strides=1,
                  meta_width=None, overlap=1.0, projection_noise=1e-3,
-                 meta_width_in=None, **kwargs):
+                 meta_width_in=None, kernel_regularizer=None,
+                 kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             FIXED_CONV_ARGUMENTS)
         super().__init__(**kwargs)
         self.candidates = _widths(candidates, "candidates")
         self.candidates_in = _widths(candidates_in or candidates,
                                      "candidates_in")
+        self.input_spec = conv_args.input_spec(
+            ndim=4, channels=self.candidates_in[-1])
+        conv_args.set_weight_settings(self, None, None, kernel_regularizer,
+                                      None, kernel_constraint)
+        kernel = conv_args.weight_settings_config(self, _SHARED)
         self.strides = int(strides)
         self.meta_width = int(meta_width or sum(self.candidates))
         self.meta_width_in = int(meta_width_in or self.meta_width)
@@ -149,17 +181,21 @@ class APSBasicBlock(keras.layers.Layer):
         self.projection_noise = float(projection_noise)
         n, n_in = len(self.candidates), len(self.candidates_in)
         common = dict(meta_filters=self.meta_width, overlap=overlap,
-                      projection_noise=projection_noise)
+                      projection_noise=projection_noise,
+                      dtype=self.dtype_policy, **kernel)
         self.conv1 = APSConv2D(self.candidates, self.candidates_in, 3,
                                strides, meta_channels=self.meta_width_in,
                                name="conv1", **common)
-        self.bn1 = CandidateBatchNorm(n, n_in, name="bn1")
+        self.bn1 = CandidateBatchNorm(n, n_in, name="bn1",
+                                      dtype=self.dtype_policy)
         self.conv2 = APSConv2D(self.candidates, self.candidates, 3, 1,
                                meta_channels=self.meta_width, name="conv2",
                                **common)
-        self.bn2 = CandidateBatchNorm(n, n, name="bn2")
+        self.bn2 = CandidateBatchNorm(n, n, name="bn2",
+                                      dtype=self.dtype_policy)
         self.shortcut = APSShortcut(self.candidates, self.candidates_in,
-                                    strides, name="shortcut")
+                                    strides, name="shortcut",
+                                    dtype=self.dtype_policy, **kernel)
 
     def build(self, input_shape):
         self.conv1.build(input_shape)
@@ -203,6 +239,7 @@ class APSBasicBlock(keras.layers.Layer):
             "meta_width_in": self.meta_width_in,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
+            **conv_args.weight_settings_config(self, _SHARED),
         })
         return config
 
@@ -229,6 +266,8 @@ class APSInvertedResidual(keras.layers.Layer):
         residual: whether to add the shortcut.
         overlap: see `APSConv2D`.
         projection_noise: see `APSConv2D`.
+        kernel_regularizer, kernel_constraint, **kwargs: see
+            `APSBasicBlock`.
 
     Call arguments:
         choice: int tensor `[a_in, a_hidden, a_out]` (default: the largest);
@@ -239,7 +278,7 @@ class APSInvertedResidual(keras.layers.Layer):
     Example:
 
     >>> block = keras_compact.layers.APSInvertedResidual((4, 8), (4, 8), 3)
-    >>> block(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0, 1]).shape
+    >>> tuple(block(keras.ops.ones((2, 8, 8, 8)), choice=[1, 0, 1]).shape)
     (2, 8, 8, 8)
 
     Reference: Wang et al., NeurIPS 2020; Sandler et al., "MobileNetV2:
@@ -249,10 +288,17 @@ class APSInvertedResidual(keras.layers.Layer):
     def __init__(self, candidates_out, candidates_in, expand_ratio,
                  strides=1, meta_width_out=None, meta_width_in=None,
                  residual=False, overlap=1.0, projection_noise=1e-2,
-                 **kwargs):
+                 kernel_regularizer=None, kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             FIXED_CONV_ARGUMENTS)
         super().__init__(**kwargs)
         self.candidates_out = _widths(candidates_out, "candidates_out")
         self.candidates_in = _widths(candidates_in, "candidates_in")
+        self.input_spec = conv_args.input_spec(
+            ndim=4, channels=self.candidates_in[-1])
+        conv_args.set_weight_settings(self, None, None, kernel_regularizer,
+                                      None, kernel_constraint)
+        kernel = conv_args.weight_settings_config(self, _SHARED)
         self.expand_ratio = int(expand_ratio)
         self.strides = int(strides)
         self.meta_width_out = int(meta_width_out
@@ -265,26 +311,30 @@ class APSInvertedResidual(keras.layers.Layer):
                             for c in self.candidates_in)
         meta_hidden = self.meta_width_in * self.expand_ratio
         n_in, n_hidden = len(self.candidates_in), len(self.hidden)
-        common = dict(overlap=overlap, projection_noise=projection_noise)
+        common = dict(overlap=overlap, projection_noise=projection_noise,
+                      dtype=self.dtype_policy, **kernel)
         self.expand = None
         if self.expand_ratio != 1:
             self.expand = APSConv2D(
                 self.hidden, self.candidates_in, 1, 1,
                 meta_filters=meta_hidden, meta_channels=self.meta_width_in,
                 name="expand", **common)
-            self.bn1 = CandidateBatchNorm(n_hidden, n_in, name="bn1")
+            self.bn1 = CandidateBatchNorm(n_hidden, n_in, name="bn1",
+                                          dtype=self.dtype_policy)
         self.depthwise = APSDepthwiseConv2D(
             self.hidden, 3, strides, meta_channels=meta_hidden,
             name="depthwise", **common)
-        self.bn2 = CandidateBatchNorm(n_hidden, 1, name="bn2")
+        self.bn2 = CandidateBatchNorm(n_hidden, 1, name="bn2",
+                                      dtype=self.dtype_policy)
         self.project = APSConv2D(
             self.candidates_out, self.hidden, 1, 1,
             meta_filters=self.meta_width_out, meta_channels=meta_hidden,
             name="project", **common)
         self.bn3 = CandidateBatchNorm(len(self.candidates_out), n_hidden,
-                                      name="bn3")
+                                      name="bn3", dtype=self.dtype_policy)
         self.shortcut = (APSShortcut(self.candidates_out, self.candidates_in,
-                                     1, name="shortcut")
+                                     1, name="shortcut",
+                                     dtype=self.dtype_policy, **kernel)
                          if self.residual else None)
 
     def build(self, input_shape):
@@ -345,5 +395,6 @@ class APSInvertedResidual(keras.layers.Layer):
             "residual": self.residual,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
+            **conv_args.weight_settings_config(self, _SHARED),
         })
         return config

@@ -17,10 +17,28 @@ import keras
 from keras import ops
 
 from keras_compact import api
+from keras_compact.layers import conv_args
 from keras_compact.layers.aps.projections import _choice
 from keras_compact.layers.aps.projections import _PackedColumns
 from keras_compact.layers.aps.projections import _projection_init
 from keras_compact.layers.aps.projections import _widths
+
+# Keras conv arguments whose value the APS convs fix: name -> (allowed, why).
+FIXED_CONV_ARGUMENTS = {
+    "padding": (("same",), "it pads k // 2 on every side, as the PyTorch "
+                           "reference"),
+    "dilation_rate": ((1, (1, 1)), "the reference's convs are not dilated"),
+    **conv_args.without_bias("a CandidateBatchNorm follows every conv"),
+    **conv_args.CHANNELS_LAST,
+}
+
+
+def kernel_settings(layer, kernel_initializer, kernel_regularizer,
+                    kernel_constraint):
+    """Stores the meta-kernel's settings on `layer` (None initializer: the
+    reference's PyTorch default, set in `build`)."""
+    conv_args.set_weight_settings(layer, kernel_initializer, None,
+                                  kernel_regularizer, None, kernel_constraint)
 
 
 @api.serializable
@@ -50,6 +68,13 @@ class APSConv2D(keras.layers.Layer):
         overlap: 1.0 (ordinal) .. 0.0 (independent), spec section 1.2.
         projection_noise: standard deviation of the N(0, s^2) noise added to
             the identity blocks of P and Q.
+        kernel_initializer: of the meta-kernel (None: PyTorch's default
+            `kaiming_uniform_(a=sqrt(5))`, as the reference).
+        kernel_regularizer, kernel_constraint: of the meta-kernel, as in
+            `keras.layers.Conv2D` (not of the projections).
+        **kwargs: base layer arguments; Keras conv arguments that APS fixes
+            (`padding="same"`, `use_bias=False`, ...) are accepted at that
+            value and refused with the reason otherwise.
 
     Input shape: `(batch, H, W, max(candidates_in))`.
     Output shape: `(batch, H / strides, W / strides, max(candidates_out))`.
@@ -62,7 +87,7 @@ class APSConv2D(keras.layers.Layer):
 
     >>> conv = keras_compact.layers.APSConv2D((4, 8), (4, 8))
     >>> y = conv(keras.ops.ones((2, 8, 8, 8)), choice=[0, 1])
-    >>> y.shape  # channels 4..7 are zero
+    >>> tuple(y.shape)  # channels 4..7 are zero
     (2, 8, 8, 8)
 
     Reference: Wang et al., "Revisiting Parameter Sharing for Automatic
@@ -71,10 +96,17 @@ class APSConv2D(keras.layers.Layer):
 
     def __init__(self, candidates_out, candidates_in, kernel_size=3,
                  strides=1, meta_filters=None, meta_channels=None,
-                 overlap=1.0, projection_noise=1e-3, **kwargs):
+                 overlap=1.0, projection_noise=1e-3, kernel_initializer=None,
+                 kernel_regularizer=None, kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             FIXED_CONV_ARGUMENTS)
         super().__init__(**kwargs)
         self.candidates_out = _widths(candidates_out, "candidates_out")
         self.candidates_in = _widths(candidates_in, "candidates_in")
+        self.input_spec = conv_args.input_spec(
+            ndim=4, channels=self.candidates_in[-1])
+        kernel_settings(self, kernel_initializer, kernel_regularizer,
+                        kernel_constraint)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd. Received: "
                              f"{kernel_size}.")
@@ -102,7 +134,10 @@ class APSConv2D(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(k, k, self.meta_channels, self.meta_filters),
-            initializer=keras.initializers.RandomUniform(-bound, bound),
+            initializer=self.kernel_initializer
+            or keras.initializers.RandomUniform(-bound, bound),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         self.p = self.add_weight(
             name="p",
@@ -184,6 +219,8 @@ class APSConv2D(keras.layers.Layer):
             "meta_channels": self.meta_channels,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
+            **conv_args.weight_settings_config(self,
+                                               conv_args.KERNEL_SETTINGS),
         })
         return config
 
@@ -207,6 +244,8 @@ class APSDepthwiseConv2D(keras.layers.Layer):
         meta_channels: `C`, default `sum(candidates)`.
         overlap: see `APSConv2D`.
         projection_noise: see `APSConv2D`.
+        kernel_initializer, kernel_regularizer, kernel_constraint,
+        **kwargs: see `APSConv2D`.
 
     Input shape: `(batch, H, W, max(candidates))`.
     Output shape: `(batch, H / strides, W / strides, max(candidates))`.
@@ -217,7 +256,8 @@ class APSDepthwiseConv2D(keras.layers.Layer):
     Example:
 
     >>> dw = keras_compact.layers.APSDepthwiseConv2D((4, 8), strides=2)
-    >>> dw(keras.ops.ones((2, 8, 8, 8)), choice=0).shape  # 4..7 are zero
+    >>> y = dw(keras.ops.ones((2, 8, 8, 8)), choice=0)  # channels 4..7: 0
+    >>> tuple(y.shape)
     (2, 4, 4, 8)
 
     Reference: Wang et al., NeurIPS 2020 (`nets/mobilenet_v2_width.py`).
@@ -225,9 +265,16 @@ class APSDepthwiseConv2D(keras.layers.Layer):
 
     def __init__(self, candidates, kernel_size=3, strides=1,
                  meta_channels=None, overlap=1.0, projection_noise=1e-2,
-                 **kwargs):
+                 kernel_initializer=None, kernel_regularizer=None,
+                 kernel_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs,
+                             FIXED_CONV_ARGUMENTS)
         super().__init__(**kwargs)
         self.candidates = _widths(candidates, "candidates")
+        self.input_spec = conv_args.input_spec(
+            ndim=4, channels=self.candidates[-1])
+        kernel_settings(self, kernel_initializer, kernel_regularizer,
+                        kernel_constraint)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd. Received: "
                              f"{kernel_size}.")
@@ -248,7 +295,10 @@ class APSDepthwiseConv2D(keras.layers.Layer):
         bound = 1.0 / k  # kaiming_uniform_(a=sqrt(5)), fan_in = k * k
         self.kernel = self.add_weight(
             name="kernel", shape=(k, k, self.meta_channels, 1),
-            initializer=keras.initializers.RandomUniform(-bound, bound))
+            initializer=self.kernel_initializer
+            or keras.initializers.RandomUniform(-bound, bound),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
         self.p = self.add_weight(
             name="p", shape=(1, self.meta_channels, sum(self.candidates)),
             initializer=_projection_init(
@@ -305,6 +355,8 @@ class APSDepthwiseConv2D(keras.layers.Layer):
             "meta_channels": self.meta_channels,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
+            **conv_args.weight_settings_config(self,
+                                               conv_args.KERNEL_SETTINGS),
         })
         return config
 
@@ -324,6 +376,11 @@ class APSDense(keras.layers.Layer):
         meta_channels: `C`, default the sum of the candidates.
         overlap: see `APSConv2D`.
         projection_noise: see `APSConv2D`.
+        kernel_initializer, bias_initializer: None: the reference's
+            `U(+-1/sqrt(C))`.
+        kernel_regularizer, bias_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Dense` (the kernel's act on
+            the meta-kernel, not on the projection).
 
     Call arguments:
         choice: int scalar, the input candidate (default: the largest).
@@ -331,17 +388,27 @@ class APSDense(keras.layers.Layer):
     Example:
 
     >>> fc = keras_compact.layers.APSDense(10, (4, 8))
-    >>> fc(keras.ops.ones((2, 8))).shape
+    >>> tuple(fc(keras.ops.ones((2, 8))).shape)
     (2, 10)
 
     Reference: Wang et al., NeurIPS 2020.
     """
 
     def __init__(self, units, candidates, meta_channels=None, overlap=1.0,
-                 projection_noise=1e-3, **kwargs):
+                 projection_noise=1e-3, kernel_initializer=None,
+                 bias_initializer=None, kernel_regularizer=None,
+                 bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
+        conv_args.take_fixed(type(self).__name__, kwargs, {
+            "use_bias": ((True,), "the reference's classifier has a bias")})
         super().__init__(**kwargs)
         self.units = int(units)
         self.candidates = _widths(candidates, "candidates")
+        self.input_spec = conv_args.input_spec(
+            min_ndim=2, channels=self.candidates[-1])
+        conv_args.set_weight_settings(
+            self, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint)
         self.meta_channels = int(meta_channels or sum(self.candidates))
         self.overlap = float(overlap)
         self.projection_noise = float(projection_noise)
@@ -352,9 +419,14 @@ class APSDense(keras.layers.Layer):
         uniform = keras.initializers.RandomUniform(-bound, bound)
         self.kernel = self.add_weight(
             name="kernel", shape=(self.meta_channels, self.units),
-            initializer=uniform)
-        self.bias = self.add_weight(name="bias", shape=(self.units,),
-                                    initializer=uniform)
+            initializer=self.kernel_initializer or uniform,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.units,),
+            initializer=self.bias_initializer or uniform,
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint)
         self.q = self.add_weight(
             name="q", shape=(1, self.meta_channels, sum(self.candidates)),
             initializer=_projection_init(
@@ -388,5 +460,6 @@ class APSDense(keras.layers.Layer):
             "meta_channels": self.meta_channels,
             "overlap": self.overlap,
             "projection_noise": self.projection_noise,
+            **conv_args.weight_settings_config(self),
         })
         return config

@@ -39,9 +39,13 @@ class ChannelController(keras.layers.Layer):
 
     Example:
 
-    >>> table = macs_table(20, (4, 8, 16), (32, 32, 3))
-    >>> controller = ChannelController(19, 3, table, 5e6)
+    >>> from keras_compact.methods.aps.flops import macs_table
+    >>> table = macs_table(8, (4, 8), (8, 8, 3))  # ResNet-8: 7 decisions
+    >>> controller = ChannelController(7, 2, table, 5e4)
+    >>> controller.build()
     >>> arch, log_prob, entropy, logits = controller.sample()
+    >>> tuple(arch.shape)
+    (7,)
 
     Reference: Wang et al., NeurIPS 2020; Pham et al., "Efficient Neural
     Architecture Search via Parameter Sharing", ICML 2018.

@@ -70,13 +70,16 @@ class ChannelSearchModel(keras.Model):
 
     Example:
 
-    >>> search = ChannelSearchModel(APSResNetCifar(20, (4, 8, 16)), 5e6)
+    >>> from keras_compact.methods.aps.supernets import APSResNetCifar
+    >>> supernet = APSResNetCifar(8, (4, 8), input_shape=(8, 8, 3))
+    >>> search = ChannelSearchModel(supernet, 5e4)
     >>> search.compile(keras.optimizers.SGD(0.1, momentum=0.9),
     ...                keras.optimizers.SGD(1e-3, momentum=0.9),
     ...                keras.optimizers.Adam(3e-3, beta_1=0.5))
-    >>> search.fit(pairs, epochs=2)
-    >>> search.start_search()
-    >>> search.fit(pairs, epochs=5, initial_epoch=2)
+
+    Then `search.fit(pairs, epochs=2)` warms the supernet up, and after
+    `search.start_search()`, `search.fit(pairs, epochs=5, initial_epoch=2)`
+    searches (`pairs`: batches of train and validation images).
 
     Reference: Wang et al., NeurIPS 2020 (spec section 2.4).
     """
@@ -179,6 +182,12 @@ class ChannelSearchModel(keras.Model):
 
         Example (any reward works, e.g. a synthetic one):
 
+        >>> import tensorflow as tf
+        >>> from keras_compact.methods.aps.supernets import APSResNetCifar
+        >>> search = ChannelSearchModel(
+        ...     APSResNetCifar(8, (4, 8), input_shape=(8, 8, 3)), 5e4)
+        >>> search.compile(keras.optimizers.SGD(0.1),
+        ...                keras.optimizers.SGD(0.1), keras.optimizers.Adam())
         >>> with tf.GradientTape() as tape:
         ...     arch, log_prob, entropy, _ = search.controller.sample()
         >>> search.controller_update(tape, log_prob, entropy, 1.0)
@@ -291,9 +300,9 @@ class SearchLog(keras.callbacks.Callback):
     A step whose loss is not finite, or above 100x the loss of a uniform
     guess, stops the search with `SearchDiverged`.
 
-    Example:
+    Usage (a supernet search; not run as a doctest)::
 
-    >>> run_search(search, pairs, 10, 4, workdir="ram://search")
+        run_search(search, pairs, 10, 4, workdir="ram://search")
     """
 
     def __init__(self, workdir=None):

@@ -246,8 +246,10 @@ class APSResNetCifar(_APSResNetBase):
 
     Example:
 
-    >>> net = APSResNetCifar(20, (4, 8, 16), num_classes=10)
-    >>> logits = net((images, keras.ops.zeros((19,), "int32")))
+    >>> net = APSResNetCifar(8, (4, 8), num_classes=10, input_shape=(8, 8, 3))
+    >>> images = keras.ops.zeros((2, 8, 8, 3))
+    >>> tuple(net((images, keras.ops.zeros((7,), "int32"))).shape)
+    (2, 10)
 
     Reference: Wang et al., NeurIPS 2020.
     """
@@ -323,8 +325,12 @@ class APSResNet(_APSResNetBase):
 
     Example:
 
-    >>> net = APSResNet(input_shape=(64, 64, 3), num_classes=10)
-    >>> logits = net((images, keras.ops.zeros((13,), "int32")))
+    >>> net = APSResNet(depths=(1, 1, 1, 1), input_shape=(32, 32, 3),
+    ...                 num_classes=10)
+    >>> images = keras.ops.zeros((2, 32, 32, 3))
+    >>> tuple(net((images, keras.ops.zeros((net.num_decisions,), "int32"))
+    ...           ).shape)
+    (2, 10)
 
     Reference: Wang et al., NeurIPS 2020 (`nets/resnet_18s_width.py`).
     """
@@ -434,8 +440,10 @@ class APSMobileNetV2(_Supernet):
 
     Example:
 
-    >>> net = APSMobileNetV2(input_shape=(64, 64, 3), num_classes=10)
-    >>> logits = net((images, keras.ops.zeros((24,), "int32")))
+    >>> net = APSMobileNetV2(input_shape=(32, 32, 3), num_classes=10)
+    >>> images = keras.ops.zeros((2, 32, 32, 3))
+    >>> tuple(net((images, keras.ops.zeros((24,), "int32"))).shape)
+    (2, 10)
 
     Reference: Wang et al., NeurIPS 2020 (`nets/mobilenet_v2_width.py`).
     """
