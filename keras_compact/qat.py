@@ -61,10 +61,10 @@ from keras import ops
 
 from keras_compact.errors import UsageError
 from keras_compact.export import InputNormalization
+from keras_compact.layers import grouped_conv
 from keras_compact.layers.cheap import CheapBlock
 from keras_compact.layers.expander import ExpanderConv2D
 from keras_compact.layers.expander import ExpanderDense
-from keras_compact.layers import grouped_conv
 from keras_compact.layers.grouped_conv import GroupedConv2D
 from keras_compact.layers.slim_conv import SlimConv2D
 
