@@ -124,8 +124,9 @@ def _conv_gradients(conv, inputs, kernel, weights):
     return tape.gradient(loss, [inputs, kernel])
 
 
-@pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "VALID")])
-def test_split_fallback_equals_grouped_conv(strides, padding):
+@pytest.mark.parametrize("strides,padding,dilations",
+                         [(1, "SAME", 1), (2, "VALID", 1), (1, "SAME", 2)])
+def test_split_fallback_equals_grouped_conv(strides, padding, dilations):
     """The path for CPUs without oneDNN: one plain conv per group."""
     import functools
 
@@ -137,7 +138,7 @@ def test_split_fallback_equals_grouped_conv(strides, padding):
     inputs = tf.constant(rng.normal(size=(2, 9, 9, 8)), tf.float32)
     kernel = tf.constant(rng.normal(size=(3, 3, 2, 12)), tf.float32)
     split, grouped = (functools.partial(conv, strides=strides,
-                                        padding=padding)
+                                        padding=padding, dilations=dilations)
                       for conv in (grouped_conv._split_grouped_conv,
                                    tf.nn.conv2d))
     outputs = split(inputs, kernel)
