@@ -310,15 +310,6 @@ def test_train_phase_builds_decoded_model_and_rejects_mismatch():
         method.prepare(context)
 
 
-def test_search_phase_refuses_replicated_strategy(tmp_path):
-    config = aps_config.get_config("smoke,phase=search")
-    strategy = types.SimpleNamespace(num_replicas_in_sync=2)
-    context = types.SimpleNamespace(config=config, workdir=str(tmp_path),
-                                    strategy=strategy)
-    with pytest.raises(ValueError, match="strategy=default"):
-        aps.APS().prepare(context)
-
-
 def test_decoded_model_saves_and_exports():
     model = aps.decode([4, 4, 8, 8, 8, 8, 16], (16, 16, 3), 10)
     x = np.random.normal(size=(2, 16, 16, 3)).astype("float32")
