@@ -137,9 +137,10 @@ def test_mirrored_search_on_identical_halves_equals_one_device():
     runs the single-device kernels on the same values and draws the same
     architectures (mirrored controller and seeds); the cross-replica mean
     of two equal values is exact in binary floating point, so the runs
-    are equal to a few ulp (docs/testing.md, "Resume, mirrored"). A reward
-    or gradient summed instead of averaged over the replicas doubles the
-    controller's or the supernet's update and fails by far. The mirrored
+    are equal to a few ulp (docs/testing.md, "Resume, mirrored"). A
+    gradient summed instead of averaged over the replicas doubles the
+    controller's, projections' and supernet's updates and fails by far
+    (the reward's mean over replicas: the next test). The mirrored
     search's state goes to a `ram://` workdir and resumes on one device.
     """
     from keras_compact import distribute
@@ -182,3 +183,30 @@ def test_mirrored_search_on_identical_halves_equals_one_device():
 
 def ops_value(variable):
     return keras.ops.convert_to_numpy(variable)
+
+
+def test_mirrored_reward_is_the_replicas_mean_accuracy():
+    # Replica 0 classifies its batch right, replica 1 wrong: each must see
+    # the reward of the global batch (accuracy 0.5), else their baselines
+    # and controller updates part ways. The halves test above cannot see
+    # this: its replicas have equal accuracies.
+    from keras_compact import distribute
+
+    strategy = distribute.get("mirrored")
+    with strategy.scope():
+        model = _model()
+    arch = np.ones(7, "int32")
+    labels = np.zeros(4, "int32")
+
+    def logits(context):
+        right = context.replica_id_in_sync_group == 0
+        return tf.one_hot(tf.fill([4], 0 if right else 1), 10)
+
+    rewards = strategy.run(
+        tf.function(lambda x: model.arch_reward(x, labels, arch)),
+        args=(strategy.experimental_distribute_values_from_function(
+            logits),))
+    expected = float(aps.reward(0.5, model.supernet.macs(arch, charged=True),
+                                model.max_macs))
+    assert [float(r) for r in strategy.experimental_local_results(
+        rewards)] == [expected] * 2
