@@ -1,6 +1,7 @@
 """APS search step cost vs a plain step, two code versions interleaved.
 
     python benchmarks/aps_step_cost.py --before=TREE [--rounds=1] [--log=F]
+        [--shapes=cifar,imagenet]
 
 TREE is a checkout of an older commit (`git worktree add --detach TREE
 8617912`: before the parity fixes). Each run is a subprocess that imports
@@ -50,7 +51,7 @@ def _search_model(aps, keras, net, budget, **kwargs):
     return model
 
 
-def measure(cifar_steps=4, imagenet_steps=2):
+def measure(shapes=("cifar", "imagenet"), cifar_steps=4, imagenet_steps=2):
     """One run in this process: seconds per step of each net."""
     import numpy as np
     import tensorflow as tf
@@ -72,22 +73,36 @@ def measure(cifar_steps=4, imagenet_steps=2):
 
     keras.utils.set_random_seed(0)
     row = {"tree": os.path.dirname(os.path.dirname(keras_compact.__file__))}
+    if "cifar" in shapes:
+        row.update(_cifar(aps, keras, tf, random, plain, cifar_steps))
+    if "imagenet" in shapes:
+        row.update(_imagenet(aps, keras, models, random, plain,
+                             imagenet_steps))
+    return row
+
+
+def _cifar(aps, keras, tf, random, plain, steps):
+    row = {}
     data = random(64, (32, 32, 3))
-    row["cifar_full_width"] = plain(aps.decode([64] * 19), data,
-                                    cifar_steps)
+    row["cifar_full_width"] = plain(aps.decode([64] * 19), data, steps)
     search = _search_model(aps, keras, aps.APSResNetCifar(
         20, (4, 8, 16, 32, 64)), 2.05e7)
     pairs = tf.data.Dataset.zip((data, data))
-    row["cifar_warmup"] = _timed(search, pairs, cifar_steps)
+    row["cifar_warmup"] = _timed(search, pairs, steps)
     search.start_search()
-    row["cifar_search"] = _timed(search, pairs, cifar_steps)
+    row["cifar_search"] = _timed(search, pairs, steps)
+    return row
+
+
+def _imagenet(aps, keras, models, random, plain, steps):
+    row = {}
     data = random(4, (224, 224, 3))
     row["imagenet_resnet18"] = plain(
-        models.build("resnet18", (224, 224, 3), 10), data, imagenet_steps)
+        models.build("resnet18", (224, 224, 3), 10), data, steps)
     search = _search_model(aps, keras, aps.APSResNet(num_classes=10), 1.9e9,
                            reward_source="train", projection_interval=1)
     search.start_search()
-    row["imagenet_search"] = _timed(search, data, imagenet_steps)
+    row["imagenet_search"] = _timed(search, data, steps)
     return row
 
 
@@ -96,11 +111,13 @@ def main():
     parser.add_argument("--before", required=True)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--log", default="/tmp/aps/step_cost.jsonl")
+    parser.add_argument("--shapes", default="cifar,imagenet")
     parser.add_argument("--measure", action="store_true",
                         help=argparse.SUPPRESS)  # one run (a subprocess)
     args = parser.parse_args()
     if args.measure:
-        print("ROW " + json.dumps(measure()), flush=True)
+        print("ROW " + json.dumps(measure(args.shapes.split(","))),
+              flush=True)
         return
     order = []
     for k in range(args.rounds):
@@ -111,8 +128,8 @@ def main():
         started = time.time()
         result = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--before=-",
-             "--measure"], cwd=tree, env=env, capture_output=True,
-            text=True)
+             "--measure", f"--shapes={args.shapes}"], cwd=tree, env=env,
+            capture_output=True, text=True)
         rows = [line[4:] for line in result.stdout.splitlines()
                 if line.startswith("ROW ")]
         if not rows:
