@@ -1,9 +1,8 @@
 """APS benchmarks: search step time, and a short Fashion-MNIST search.
 
     python benchmarks/aps_bench.py steps     # step times (random data)
-    python benchmarks/aps_bench.py fashion   # search vs uniform thinning
-    python benchmarks/aps_bench.py toy       # tiny CPU search (spec 8.2)
-    python benchmarks/aps_bench.py toy_strong  # ... stronger penalty
+    python benchmarks/aps_bench.py toy [SEEDS LR EPOCHS WARMUP CLASSES]
+                                             # tiny CPU search (spec 8.2)
     python benchmarks/aps_bench.py imagenet_counts  # ResNet-18 / MBv2
     python benchmarks/aps_bench.py imagenet_steps   # 224x224 step times
 
@@ -11,7 +10,6 @@ Results go to benchmarks/aps.md by hand; this prints them.
 """
 
 import json
-import os
 import sys
 import time
 
@@ -19,8 +17,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from configs import aps as aps_config
-from keras_compact import training
 from keras_compact.methods import aps
 
 
@@ -69,72 +65,47 @@ def steps(batch=128, count=20):
         print(f"| {name} | {seconds * 1000:.0f} ms | {seconds / base:.2f} |")
 
 
-def _run(workdir, arg):
-    config = aps_config.get_config(
-        "dataset=fashion_mnist,train_subset=8000,verbose=2,"
-        f"workdir={workdir}," + arg)
-    return training.run(config)
+def toy(seeds="0,1,2", arch_lr="3e-3", epochs="8", warmup="4",
+        classes="2"):
+    """The slow test's tiny search (spec 8.2) at several seeds.
 
-
-def fashion(root="/tmp/aps_fashion", epochs=6):
-    search_dir = os.path.join(root, "search")
-    _run(search_dir, "phase=search,candidates=4;8;16;32,max_macs=0,"
-         "search_epochs=5,search_warmup_epochs=2,search_decay_epochs=,"
-         "projection_lr=0.01,arch_lr=0.003,beam_width=4,batch_size=128")
-    with open(os.path.join(search_dir, "aps_widths.json")) as f:
-        found = json.load(f)
-    budget = found["max_macs"]
-    shape = (28, 28, 1)
-    scale = max(s / 64 for s in range(16, 65)
-                if aps.table_macs([round(w * s / 64) for w in
-                                   aps.standard_widths(20)], shape) <= budget)
-    thin = [round(w * scale) for w in aps.standard_widths(20)]
-    results = {}
-    for name, widths in (("searched", found["widths"]), ("uniform", thin)):
-        metrics = _run(os.path.join(root, name),
-                       f"phase=train,validation_split=0,epochs={epochs},"
-                       "widths=" + ";".join(map(str, widths)))
-        results[name] = dict(widths=widths,
-                             table_macs=aps.table_macs(widths, shape),
-                             **{k: metrics[k] for k in (
-                                 "test_accuracy", "params", "macs")})
-    print(json.dumps(dict(budget=budget, search=found["accuracy"],
-                          **results), indent=1))
-
-
-def toy(epochs=8, warmup=1, strong=False):
-    """ResNet-20 supernet 4/8/16 on synthetic 16x16 data, budget 30%.
-
-    `strong`: over-budget exponent -2 and baseline decay 0.9 (the slow
-    test's setting) instead of the paper's -0.1 and 0.99.
+    ResNet-8 supernet (candidates 4/8/16) on 1,024 synthetic 16x16 images
+    split 512/512, batch 32, budget 50% of the all-16 net, the paper's
+    reward (beta -0.1, baseline decay 0.99, entropy 4e-3). One JSON line
+    per seed: entropy, mean reward and mean sampled MACs / budget per
+    search epoch, the selection.
     """
     from keras_compact import data as data_lib
 
-    keras.utils.set_random_seed(0)
-    shape = (16, 16, 3)
-    dataset = data_lib.synthetic.make_synthetic(2048, 256, shape)
-    splits = data_lib.make_splits(dataset, 64, validation_split=0.5,
-                                  augment=False)
-    net = aps.APSResNetCifar(20, (4, 8, 16), input_shape=shape)
-    budget = 0.3 * aps.table_macs([16] * 19, shape)
-    model = aps.ChannelSearchModel(
-        net, budget, entropy_coeff=1e-4,
-        reward_beta=-2.0 if strong else -0.1,
-        baseline_decay=0.9 if strong else 0.99)
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                  keras.optimizers.SGD(1e-2, momentum=0.9),
-                  keras.optimizers.Adam(1e-2, beta_1=0.5))
-    pairs = tf.data.Dataset.zip((splits.train, splits.validation.repeat()))
-    start = time.perf_counter()
-    history = aps.run_search(model, pairs, epochs, warmup, verbose=0)
-    seconds = time.perf_counter() - start
-    result = aps.select_architecture(model, splits.validation, 5)
-    print(json.dumps(dict(
-        seconds=round(seconds), budget=budget, chosen_macs=result["macs"],
-        widths=result["widths"], held_out_accuracy=result["accuracy"],
-        entropy=[round(e, 2) for e in history["entropy"]],
-        reward=[round(r, 3) for r in history["reward"]],
-        sampled_macs=[round(m) for m in history["macs"]]), indent=1))
+    shape, classes = (16, 16, 3), int(classes)
+    for seed in map(int, seeds.split(",")):
+        keras.utils.set_random_seed(seed)
+        dataset = data_lib.synthetic.make_synthetic(
+            1024, 256, shape, num_classes=classes)
+        splits = data_lib.make_splits(dataset, 32, validation_split=0.5,
+                                      augment=False)
+        net = aps.APSResNetCifar(8, (4, 8, 16), num_classes=classes,
+                                 input_shape=shape)
+        budget = 0.5 * aps.table_macs([16] * 7, shape)
+        model = aps.ChannelSearchModel(net, budget)
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.optimizers.SGD(1e-2, momentum=0.9),
+                      keras.optimizers.Adam(float(arch_lr), beta_1=0.5))
+        pairs = tf.data.Dataset.zip((splits.train,
+                                     splits.validation.repeat()))
+        start = time.perf_counter()
+        history = aps.run_search(model, pairs, int(epochs), int(warmup),
+                                 verbose=0)
+        result = aps.select_architecture(model, splits.validation, 10)
+        search = slice(int(warmup), None)
+        print(json.dumps(dict(
+            seed=seed, classes=classes, arch_lr=float(arch_lr),
+            seconds=round(time.perf_counter() - start),
+            entropy=[round(e, 2) for e in history["entropy"][search]],
+            reward=[round(r, 3) for r in history["reward"][search]],
+            budget=[round(b, 3) for b in history["budget"][search]],
+            shrunk=result["shrunk"], accuracy=result["accuracy"],
+            chosen=result["charged_macs"] / budget)), flush=True)
 
 
 def _count(variables):
@@ -199,7 +170,5 @@ def imagenet_steps(batch=8, count=10):
 
 
 if __name__ == "__main__":
-    {"steps": steps, "fashion": fashion, "toy": toy,
-     "toy_strong": lambda: toy(strong=True),
-     "imagenet_counts": imagenet_counts,
-     "imagenet_steps": imagenet_steps}[sys.argv[1]]()
+    {"steps": steps, "toy": toy, "imagenet_counts": imagenet_counts,
+     "imagenet_steps": imagenet_steps}[sys.argv[1]](*sys.argv[2:])

@@ -329,15 +329,6 @@ def test_train_phase_builds_decoded_model_and_rejects_mismatch():
         method.prepare(context)
 
 
-def test_search_phase_refuses_replicated_strategy(tmp_path):
-    config = aps_config.get_config("smoke,phase=search")
-    strategy = types.SimpleNamespace(num_replicas_in_sync=2)
-    context = types.SimpleNamespace(config=config, workdir=str(tmp_path),
-                                    strategy=strategy)
-    with pytest.raises(ValueError, match="strategy=default"):
-        aps.APS().prepare(context)
-
-
 def test_decoded_model_saves_and_exports():
     model = aps.decode([4, 4, 8, 8, 8, 8, 16], (16, 16, 3), 10)
     x = np.random.normal(size=(2, 16, 16, 3)).astype("float32")
@@ -349,36 +340,61 @@ def test_decoded_model_saves_and_exports():
 
 
 @pytest.mark.slow
-def test_cpu_search_respects_budget_and_entropy_falls(tmp_path):
-    """Spec 8.2 at toy scale, with the paper's reward (beta -0.1) and
-    entropy bonus: the policy concentrates, its draws stay near the budget
-    and the chosen architecture fits without shrinking.
+@pytest.mark.ci_slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cpu_search_concentrates_within_budget(tmp_path, seed):
+    """Spec 8.2 at toy scale with the paper's reward (beta -0.1, baseline
+    decay 0.99, entropy bonus 4e-3): the policy's entropy falls over the
+    search epochs, its draws stay near the budget and the chosen
+    architecture fits without shrinking.
 
-    Not robust yet, so not in CI's slow tier: seed 0 passes (7.5 min on
-    the loaded 2-core machine), seed 1 keeps its entropy (20.72 -> 20.72)
-    and seed 2 drifts to 1.7x the budget.
+    The scale is chosen so that the paper's soft penalty decides: it
+    prefers an architecture over the budget T whenever that one is more
+    than 1 - (F/T)^-0.1 more accurate (6.7% at 2T). On 10 synthetic
+    classes after 4 warm-up epochs the all-16 path was that much ahead,
+    and 2 of 3 seeds collapsed onto it at 2T, entropy 0.03 nats, shrunk
+    at selection (benchmarks/aps.md, "Tiny CPU search"): the reward doing
+    what it says, as at any scale where going over budget pays, so a
+    test there tests the task, not the search. On 2 classes every path
+    fits the data (held-out accuracy 1.0): accuracy is flat in the widths,
+    the regime the soft penalty is made for, so the penalty alone steers
+    the policy (seeds 0 and 1 ended at 0.85 T and 0.54 T, seed 2 at
+    1.07 T: measured means of the last two epochs). Arch lr 3e-3 instead
+    of the paper's 1.6e-4: at 1.6e-4 the policy falls ~2 nats in 300
+    steps (aps_parity), more steps than a CI test can take.
     """
     from keras_compact import data as data_lib
 
-    keras.utils.set_random_seed(0)
-    dataset = data_lib.synthetic.make_synthetic(2048, 256, (16, 16, 3))
-    splits = data_lib.make_splits(dataset, 64, validation_split=0.5,
+    keras.utils.set_random_seed(seed)
+    shape = (16, 16, 3)
+    dataset = data_lib.synthetic.make_synthetic(1024, 256, shape,
+                                                num_classes=2)
+    splits = data_lib.make_splits(dataset, 32, validation_split=0.5,
                                   augment=False)
-    # arch lr 1e-3: the paper's 1.6e-4 moves the policy ~2 nats in 300
-    # steps (aps_parity), too slow for a toy run; 3e-3 collapses it.
-    model = _search_model(budget_share=0.5, arch_lr=1e-3)
+    net = aps.APSResNetCifar(8, SMALL, num_classes=2, input_shape=shape)
+    model = aps.ChannelSearchModel(
+        net, 0.5 * aps.table_macs([16] * 7, shape))
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.optimizers.SGD(1e-2, momentum=0.9),
+                  keras.optimizers.Adam(3e-3, beta_1=0.5))
     pairs = tf.data.Dataset.zip((splits.train, splits.validation.repeat()))
-    history = aps.run_search(model, pairs, epochs=8, warmup_epochs=1,
+    warmup = 4
+    history = aps.run_search(model, pairs, epochs=8, warmup_epochs=warmup,
                              workdir=str(tmp_path), verbose=0)
-    entropy, budget = history["entropy"][1:], history["budget"][1:]
+    entropy = history["entropy"][warmup:]  # epoch means of 16 steps
+    budget = history["budget"][warmup:]
     assert model.traces == 2  # one warm-up graph, one search graph
-    # Trends over the 7 search epochs, not one draw: the entropy falls
-    # (epoch means of 16 steps), the mean charged MACs stay near T.
-    assert np.mean(entropy[-3:]) < np.mean(entropy[:3]) - 0.3, entropy
-    assert np.mean(budget[-3:]) <= 1.1, budget
+    # Trends of epoch means, not one draw, from a near-uniform start
+    # (7 ln 3 = 7.69 nats; the first search epochs measured 6.4-7.6).
+    assert np.mean(entropy[-2:]) < 7 * math.log(3) - 1.0, entropy
+    # Near T the penalty is below the reward's noise: a 32-image batch at
+    # accuracy ~0.98 has std sqrt(0.98 0.02 / 32) = 0.025, and
+    # 1 - (F/T)^-0.1 exceeds that only beyond F = 0.975^-10 T = 1.29 T.
+    # So the soft constraint holds the draws near T, not below it.
+    assert np.mean(budget[-2:]) <= 1.29, budget
     result = aps.select_architecture(model, splits.validation, 10)
     assert not result["shrunk"]  # the policy itself samples within budget
     assert result["charged_macs"] <= model.max_macs
-    assert aps.table_macs(result["widths"], (16, 16, 3)) == result["macs"]
+    assert aps.table_macs(result["widths"], shape) == result["macs"]
     curve = json.loads((tmp_path / "aps_sharing_level.json").read_text())
     assert len(curve) == 8 and curve[0]["sharing_level"] > 0

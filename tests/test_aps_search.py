@@ -105,3 +105,108 @@ def test_reward_batches_are_reshuffled_and_augmented_like_the_reference():
     # Pad-4 crop and flip: the pixels of an image are moved or zeroed.
     assert not all(np.array_equal(i, x[k]) for i, k in
                    zip(images.numpy(), labels.numpy()))
+
+
+def _halves():
+    """2 training and 2 held-out half batches of 8 images (8x8)."""
+    rng = np.random.default_rng(1)
+    return [(rng.normal(size=(8, 8, 8, 3)).astype("float32"),
+             rng.integers(0, 10, 8).astype("int32")) for _ in range(4)]
+
+
+def _doubled_pairs(copies):
+    """The half batches, each repeated `copies` times in its batch."""
+    halves = [(np.concatenate([x] * copies), np.concatenate([y] * copies))
+              for x, y in _halves()]
+    train, held_out = halves[:2], halves[2:]
+
+    def batches(parts):
+        return tf.data.Dataset.from_tensor_slices(
+            tuple(np.concatenate(p) for p in zip(*parts))).batch(8 * copies)
+
+    return tf.data.Dataset.zip((batches(train), batches(held_out)))
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+def test_mirrored_search_on_identical_halves_equals_one_device():
+    """2 replicas, each given the same half batch, vs one device on it.
+
+    Warm-up and search steps (controller sample, held-out reward, baseline,
+    REINFORCE update, supernet and projection steps). Every replica then
+    runs the single-device kernels on the same values and draws the same
+    architectures (mirrored controller and seeds); the cross-replica mean
+    of two equal values is exact in binary floating point, so the runs
+    are equal to a few ulp (docs/testing.md, "Resume, mirrored"). A
+    gradient summed instead of averaged over the replicas doubles the
+    controller's, projections' and supernet's updates and fails by far
+    (the reward's mean over replicas: the next test). The mirrored
+    search's state goes to a `ram://` workdir and resumes on one device.
+    """
+    from keras_compact import distribute
+
+    one = _model()
+    start = [ops_value(v) for v in one.checkpoint_variables()]
+    strategy = distribute.get("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored = _model()
+    for v, value in zip(mirrored.checkpoint_variables(), start):
+        v.assign(value)
+    workdir = f"ram://aps_mirrored_{uuid.uuid4().hex}"
+    histories = [aps.run_search(model, _doubled_pairs(copies), epochs=2,
+                                warmup_epochs=1, verbose=0, workdir=path)
+                 for model, copies, path in ((one, 1, None),
+                                             (mirrored, 2, workdir))]
+    assert ops_value(mirrored.search_steps) == ops_value(
+        one.search_steps) == 2
+    for key in ("loss", "reward", "entropy", "macs"):
+        np.testing.assert_allclose(histories[1][key], histories[0][key],
+                                   rtol=1e-6, err_msg=key)
+    assert float(ops_value(one.baseline)) > 0  # the rewards reached it
+    moved = 0
+    for a, b, before in zip(one.checkpoint_variables(),
+                            mirrored.checkpoint_variables(), start):
+        a, b = ops_value(a), ops_value(b)
+        moved += not np.array_equal(a, before)
+        np.testing.assert_allclose(b, a, rtol=0,
+                                   atol=1e-6 * max(np.abs(a).max(), 1e-3))
+    assert moved > len(one.controller.trainable_variables)
+    fresh = _model()
+    assert aps.SearchLog(workdir).restore(fresh) == 2
+    for saved, loaded in zip(one.checkpoint_variables(),
+                             fresh.checkpoint_variables()):
+        a = ops_value(saved)
+        np.testing.assert_allclose(ops_value(loaded), a, rtol=0,
+                                   atol=1e-6 * max(np.abs(a).max(), 1e-3))
+
+
+def ops_value(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+def test_mirrored_reward_is_the_replicas_mean_accuracy():
+    # Replica 0 classifies its batch right, replica 1 wrong: each must see
+    # the reward of the global batch (accuracy 0.5), else their baselines
+    # and controller updates part ways. The halves test above cannot see
+    # this: its replicas have equal accuracies.
+    from keras_compact import distribute
+
+    strategy = distribute.get("mirrored")
+    with strategy.scope():
+        model = _model()
+    arch = np.ones(7, "int32")
+    labels = np.zeros(4, "int32")
+
+    def logits(context):
+        right = context.replica_id_in_sync_group == 0
+        return tf.one_hot(tf.fill([4], 0 if right else 1), 10)
+
+    rewards = strategy.run(
+        tf.function(lambda x: model.arch_reward(x, labels, arch)),
+        args=(strategy.experimental_distribute_values_from_function(
+            logits),))
+    expected = float(aps.reward(0.5, model.supernet.macs(arch, charged=True),
+                                model.max_macs))
+    assert [float(r) for r in strategy.experimental_local_results(
+        rewards)] == [expected] * 2

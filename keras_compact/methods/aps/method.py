@@ -6,6 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_compact import distribute
 from keras_compact import files
 from keras_compact import profiling
 from keras_compact.data import pipeline
@@ -123,12 +124,13 @@ def reward_batches(held_out, batch_size, buffer=10_000, seed=0):
                  num_parallel_calls=tf.data.AUTOTUNE))
 
 
-def search_from_config(config, data, workdir, verbose=1):
+def search_from_config(config, data, workdir, verbose=1, chief=True):
     """Builds the supernet and controller from `config`, searches, selects.
 
     `data` needs `.train`, `.validation` (held out of train), `.input_shape`
-    and `.num_classes`. Returns the selection dict of
-    `select_architecture` plus the budget.
+    and `.num_classes`. Only a `chief` writes the search state to
+    `workdir`. Returns the selection dict of `select_architecture` plus the
+    budget.
     """
     if data.validation is None:
         raise ValueError(
@@ -175,7 +177,8 @@ def search_from_config(config, data, workdir, verbose=1):
         (train, reward_batches(data.validation, batch).repeat())))
     run_search(model, pairs, config.search_epochs,
                config.search_warmup_epochs,
-               steps if fixed_steps else None, workdir, verbose)
+               steps if fixed_steps else None, workdir, verbose,
+               writes=chief)
     result = select_architecture(model, data.validation,
                                  config.num_test_archs, config.beam_width)
     result["max_macs"] = max_macs
@@ -251,23 +254,21 @@ class APS(Method):
         if tf.io.gfile.exists(path):  # the search finished before: resume
             result = files.read_json(path)
         else:
-            if context.strategy.num_replicas_in_sync > 1:
-                raise ValueError(
-                    "The APS search runs on one device (its controller step "
-                    "and reward baseline are not replicated). Run "
-                    "--phase=search with --strategy=default, then "
-                    "--phase=train with any strategy.")
+            chief = distribute.is_chief(context.strategy)
             with context.strategy.scope():
+                # Only the chief writes; every worker resumes from its
+                # files, so a multi-worker search needs a shared workdir.
                 result = search_from_config(config, context.data,
                                             context.workdir,
-                                            config.get("verbose", 1))
+                                            config.get("verbose", 1), chief)
             model = family(config.arch).decode(
                 result["widths"], context.data.input_shape,
                 context.data.num_classes, config.shortcut)
             counts = profiling.profile(model)
             result.update(params=counts.params, profiled_macs=counts.macs)
-            tf.io.gfile.makedirs(context.workdir)
-            files.write_json(path, result)
+            if chief:
+                tf.io.gfile.makedirs(context.workdir)
+                files.write_json(path, result)
         config.widths = ",".join(map(str, result["widths"]))
         return config.phase == "both"
 

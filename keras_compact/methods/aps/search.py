@@ -30,6 +30,14 @@ def _hits(logits, labels):
     return ops.cast(predicted == ops.cast(labels, "int32"), "float32")
 
 
+def _replica_mean(value):
+    """The mean of `value` over the replicas (itself on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
 REWARD_SOURCES = ("held_out", "train")
 
 
@@ -50,6 +58,13 @@ class ChannelSearchModel(keras.Model):
     each step samples one `a ~ pi`, trains the supernet on it and rewards
     the controller with that same forward's training-batch accuracy. Each
     phase is traced once, whatever the architectures sampled.
+
+    Under tf.distribute (MirroredStrategy, multi-worker) every replica
+    draws the same architectures (the controller and its seed are
+    mirrored), the reward is the replicas' mean accuracy, so the baseline
+    and the controller update are the same everywhere, and each gradient
+    is averaged over the replicas (BN statistics stay per replica, as
+    Keras's BatchNormalization).
 
     Args:
         supernet: an `APSResNetCifar`, `APSResNet` or `APSMobileNetV2`.
@@ -133,8 +148,6 @@ class ChannelSearchModel(keras.Model):
             trainable=False)
         self.searching = False
         self.traces = 0
-        self.task_loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
             "loss", "accuracy", "reward", "entropy", "macs", "budget",
             "orthogonal")}
@@ -164,13 +177,16 @@ class ChannelSearchModel(keras.Model):
     def _apply(self, optimizer, loss_grads, variables, decay):
         grads = [ops.zeros_like(v) if g is None else g
                  for g, v in zip(loss_grads, variables)]
-        # PyTorch's weight_decay is an L2 term added to the gradient.
-        grads = [g + decay * v for g, v in zip(grads, variables)]
+        # PyTorch's weight_decay is an L2 term added to the gradient. Every
+        # loss here is a replica's own mean and the optimizer sums over the
+        # replicas: dividing by their number averages the gradient.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        grads = [(g + decay * v) / replicas for g, v in zip(grads, variables)]
         optimizer.apply(grads, variables)
 
     def arch_reward(self, logits, y, arch):
         """The reward of `arch` whose forward gave `logits` (spec 2.2)."""
-        return reward(ops.mean(_hits(logits, y)),
+        return reward(_replica_mean(ops.mean(_hits(logits, y))),
                       self.supernet.macs(arch, charged=True), self.max_macs,
                       self.reward_alpha, self.reward_beta)
 
@@ -245,7 +261,8 @@ class ChannelSearchModel(keras.Model):
         meta = self.supernet.meta_variables
         with tf.GradientTape() as tape:
             logits = self.supernet((x, arch), training=True)
-            loss = self.task_loss(y, logits)
+            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+                y, ops.cast(logits, "float32"), from_logits=True))
         grads = tape.gradient(loss, meta)
         if self.searching and on_train:
             self.controller_update(
@@ -273,10 +290,13 @@ class ChannelSearchModel(keras.Model):
         return {name: t.result() for name, t in self.trackers.items()}
 
     def checkpoint_variables(self):
-        """Everything a resumed search needs, in a fixed order."""
+        """Everything a resumed search needs, in a fixed order: the seeds
+        last (the architectures drawn next), so older files still load."""
         return (list(self.weights) + list(self.optimizer.variables)
                 + list(self.projection_optimizer.variables)
-                + list(self.controller_optimizer.variables))
+                + list(self.controller_optimizer.variables)
+                + [self.controller.seed_generator.state,
+                   self.uniform_seed.state])
 
 
 log = logging.getLogger("keras_compact")
@@ -298,16 +318,19 @@ class SearchLog(keras.callbacks.Callback):
     added to the epoch's logs, so a TensorBoard callback after this one
     records it with the other curves; one log line per epoch shows them.
     A step whose loss is not finite, or above 100x the loss of a uniform
-    guess, stops the search with `SearchDiverged`.
+    guess, stops the search with `SearchDiverged`. With `writes=False`
+    (a multi-worker run's other workers) it reads `workdir` but writes
+    nothing there.
 
     Usage (a supernet search; not run as a doctest)::
 
         run_search(search, pairs, 10, 4, workdir="ram://search")
     """
 
-    def __init__(self, workdir=None):
+    def __init__(self, workdir=None, writes=True):
         super().__init__()
         self.workdir = workdir
+        self.writes = writes
         self.curve = []
         if workdir:
             self.curve_path = os.path.join(workdir, "aps_sharing_level.json")
@@ -346,7 +369,7 @@ class SearchLog(keras.callbacks.Callback):
             row.get("entropy", 0.0), row.get("reward", 0.0),
             row.get("budget", 0.0), psi, row.get("loss", 0.0))
         self.curve = [r for r in self.curve if r["epoch"] <= epoch] + [row]
-        if not self.workdir:
+        if not (self.workdir and self.writes):
             return
         tf.io.gfile.makedirs(self.workdir)
         files.write_json(self.curve_path, self.curve)
@@ -365,17 +388,20 @@ class SearchLog(keras.callbacks.Callback):
         with tf.io.gfile.GFile(self.state_path, "rb") as f:
             saved = np.load(io.BytesIO(f.read()))
         for k, v in enumerate(model.checkpoint_variables()):
-            v.assign(saved[f"arr_{k}"])
+            if f"arr_{k}" in saved:  # files older than the saved seeds
+                v.assign(saved[f"arr_{k}"])
         return int(saved["epoch"])
 
 
 def run_search(search_model, pairs, epochs, warmup_epochs,
-               steps_per_epoch=None, workdir=None, verbose=1, callbacks=()):
-    """Warm-up then search epochs of `fit`, resumable through `workdir`.
+               steps_per_epoch=None, workdir=None, verbose=1, callbacks=(),
+               writes=True):
+    """Warm-up then search epochs of `fit`, resumable through `workdir`
+    (written only if `writes`).
 
     Returns the Keras history rows of all epochs run now.
     """
-    log = SearchLog(workdir)
+    log = SearchLog(workdir, writes)
     start = log.restore(search_model)
     callbacks = [log] + list(callbacks)  # first: it adds psi to the logs
     history = {}
