@@ -112,6 +112,24 @@ def per_host_dataset(strategy, pipeline):
     return strategy.distribute_datasets_from_function(pipeline)
 
 
+def require_tensorflow_backend(model):
+    """Stops a model whose train step is TensorFlow's on any other backend.
+
+    OD, KD and the APS search write `train_step` with `tf.GradientTape`
+    and tf.distribute's loss scaling; Keras's JAX trainer calls
+    `train_step(state, data)` instead and torch's has no tape, so they
+    would fail deep inside `fit`. Their layers and the deployable models
+    they produce run on every backend.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise UsageError(
+            f"{type(model).__name__} trains on the TensorFlow backend only "
+            f"(its train_step uses tf.GradientTape); KERAS_BACKEND is "
+            f"{backend!r}. Set KERAS_BACKEND=tensorflow to train it; the "
+            "model it exports runs on any backend.")
+
+
 def num_replicas():
     """Replicas of the strategy in scope (1 outside any strategy).
 

@@ -76,6 +76,7 @@ class OnlineDistillationModel(keras.Model):
 
     def __init__(self, students, temperature=4.0, **kwargs):
         super().__init__(**kwargs)
+        distribute.require_tensorflow_backend(self)
         students = list(students)
         if not students:
             raise ValueError("OnlineDistillationModel needs at least one "
