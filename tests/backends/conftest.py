@@ -2,17 +2,19 @@
 
 `.ci/run` runs `tests/backends` once per backend (docs/testing.md); under
 TensorFlow, the default tier's layer tests cover the same ground, so here
-everything is skipped. Two virtual CPU devices let `keras.distribution`
-shard a batch on JAX; XLA reads the flag when JAX first lists its devices.
+everything is skipped. On JAX, two virtual CPU devices let
+`keras.distribution` shard a batch; XLA reads the flag when JAX first
+lists its devices, which importing Keras does not do.
 """
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=2")
+import keras
+import pytest
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+if keras.backend.backend() == "jax":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_force_host_platform_device_count=2")
 
 
 def pytest_collection_modifyitems(config, items):

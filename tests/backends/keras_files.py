@@ -12,6 +12,7 @@ import sys
 import keras
 import numpy as np
 
+import keras_compact  # noqa: F401  (registers the layers for load_model)
 from tests.backends import cases
 
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_compact  # noqa: F401  (registers the layers for load_model)
 from tests.backends import cases
 from tests.backends import keras_files
 
