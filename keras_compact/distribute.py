@@ -15,6 +15,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_compact.errors import UsageError
 from keras_compact.registry import Registry
 
 STRATEGIES = Registry("strategy")
@@ -64,8 +65,10 @@ def _tpu(tpu=""):
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as error:
-        raise RuntimeError(
+    # OSError: a TPU name is looked up through the GCE metadata server,
+    # which off Google Cloud is a URLError.
+    except (ValueError, OSError, tf.errors.OpError, RuntimeError) as error:
+        raise UsageError(
             f"No TPU reachable at --tpu={tpu!r} "
             f"({str(error).strip().splitlines()[0]}). On a Cloud TPU VM "
             "leave --tpu empty or pass 'local'; on a TPU node pass its name "
@@ -92,6 +95,39 @@ def is_chief(strategy):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     return task_position() == 0
+
+
+def per_host_dataset(strategy, pipeline):
+    """`pipeline(input_context)` run on every host, or None on one host.
+
+    MultiWorkerMirroredStrategy and TPUStrategy (pods: one input pipeline
+    per host) get `distribute_datasets_from_function`: each host builds its
+    own pipeline from the `tf.distribute.InputContext`, so that it reads
+    only its share of the data, batched per replica. Other strategies keep
+    Keras's own `experimental_distribute_dataset` of the global dataset.
+    """
+    if not isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
+                                 tf.distribute.TPUStrategy)):
+        return None
+    return strategy.distribute_datasets_from_function(pipeline)
+
+
+def require_tensorflow_backend(model):
+    """Stops a model whose train step is TensorFlow's on any other backend.
+
+    OD, KD and the APS search write `train_step` with `tf.GradientTape`
+    and tf.distribute's loss scaling; Keras's JAX trainer calls
+    `train_step(state, data)` instead and torch's has no tape, so they
+    would fail deep inside `fit`. Their layers and the deployable models
+    they produce run on every backend.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise UsageError(
+            f"{type(model).__name__} trains on the TensorFlow backend only "
+            f"(its train_step uses tf.GradientTape); KERAS_BACKEND is "
+            f"{backend!r}. Set KERAS_BACKEND=tensorflow to train it; the "
+            "model it exports runs on any backend.")
 
 
 def num_replicas():

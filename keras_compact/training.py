@@ -158,6 +158,18 @@ STREAMED = Registry("streamed dataset")
 STREAMED.register("imagenet", data_lib.imagenet.make_splits)
 
 
+def _training_input(data, strategy, repeat):
+    """What `fit` trains on: per-host pipelines on a multi-host strategy."""
+    if data.train_pipeline is not None:
+        # Shards may differ by an image: repeat, `fit` counts the steps.
+        per_host = distribute.per_host_dataset(
+            strategy, lambda context: data.train_pipeline(
+                input_context=context).repeat())
+        if per_host is not None:
+            return per_host
+    return data.train.repeat() if repeat else data.train
+
+
 def load_data(config, strategy):
     """The `Splits` of `config.dataset`, streamed or in memory."""
     make_splits = (STREAMED.get(config.dataset) if config.dataset in STREAMED
@@ -420,7 +432,7 @@ def run(config):
             _smooth_labels(model, config)
     callbacks, throughput = _callbacks(
         context, method, chief, steps_per_epoch * config.batch_size)
-    train = data.train.repeat() if config.steps_per_epoch else data.train
+    train = _training_input(data, strategy, config.steps_per_epoch)
     if chief:
         workdir.record_config(config)
     model.fit(

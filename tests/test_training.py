@@ -17,6 +17,7 @@ from keras_compact import distribute
 from keras_compact import methods
 from keras_compact import models
 from keras_compact import training
+from keras_compact.errors import UsageError
 from tests import testing
 
 ROOT = testing.ROOT
@@ -228,9 +229,11 @@ def test_mirrored_on_identical_halves_equals_default_strategy(
                                    atol=1e-6 * max(np.abs(a).max(), 1e-3))
 
 
-def test_tpu_without_a_tpu_fails_clearly():
-    with pytest.raises(RuntimeError, match="No TPU reachable"):
-        distribute.get("tpu")
+@pytest.mark.parametrize("tpu", ["", "no-such-tpu"])
+def test_tpu_without_a_tpu_fails_clearly(tpu):
+    # A name goes through the GCE metadata server: a URLError off Cloud.
+    with pytest.raises(UsageError, match="No TPU reachable"):
+        distribute.get("tpu", tpu=tpu)
 
 
 def test_multi_worker_needs_tf_config(monkeypatch):

@@ -1,5 +1,6 @@
 """Datasets (CIFAR-10/100, Fashion-MNIST, synthetic) and tf.data pipelines."""
 
+from keras_compact import needs_tensorflow
 from keras_compact.data import cifar
 from keras_compact.data import fashion_mnist
 from keras_compact.data import imagenet

@@ -6,6 +6,7 @@ is about 2x faster than mapping a per-image function.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +32,8 @@ def _augment_batch(images, seed):
 
 
 def make_dataset(images, labels, batch_size, mean, std, training,
-                 augment=True, seed=0, drop_remainder=None):
+                 augment=True, seed=0, drop_remainder=None,
+                 input_context=None):
     """Builds the batched dataset of (normalised float32 images, labels).
 
     Args:
@@ -44,6 +46,20 @@ def make_dataset(images, labels, batch_size, mean, std, training,
         augment: pad-4 random crop + horizontal flip when training.
         seed: shuffle and augmentation seed.
         drop_remainder: defaults to `training`.
+        input_context: a `tf.distribute.InputContext` (multi-host input,
+            `distribute.per_host_dataset`): this pipeline reads only its
+            1/`num_input_pipelines` share of the images and batches them
+            per replica (`batch_size` stays the global one).
+
+    >>> import numpy as np
+    >>> context = tf.distribute.InputContext(num_input_pipelines=2,
+    ...                                      input_pipeline_id=1,
+    ...                                      num_replicas_in_sync=4)
+    >>> batches = make_dataset(np.zeros((16, 2, 2, 1), "uint8"),
+    ...                        np.arange(16), 8, [0], [1], training=False,
+    ...                        input_context=context)
+    >>> [batch[1].numpy().tolist() for batch in batches]
+    [[1, 3], [5, 7], [9, 11], [13, 15]]
     """
     if len(images) < batch_size and training:
         raise UsageError(f"The training set has {len(images)} images, fewer "
@@ -60,6 +76,12 @@ def make_dataset(images, labels, batch_size, mean, std, training,
         return x, tf.cast(y, tf.int32)
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if input_context is not None:
+        # Shard before the shuffle, so that every epoch each image is read
+        # by exactly one host.
+        dataset = dataset.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
     if training:
         dataset = dataset.shuffle(len(images), seed=seed,
                                   reshuffle_each_iteration=True)
@@ -91,6 +113,10 @@ class Splits:
     x_train: np.ndarray
     mean: tuple
     std: tuple
+    # `train_pipeline(input_context=...)` builds `train` for one host of a
+    # multi-host strategy (`distribute.per_host_dataset`); None where the
+    # data is sharded otherwise (streamed ImageNet shards its files).
+    train_pipeline: object = None
 
     def representative(self, count=200):
         """`count` normalised training images, e.g. for int8 calibration."""
@@ -121,9 +147,11 @@ def make_splits(dataset, batch_size, validation_split=0.0, train_subset=0,
                                   dataset.std, training=False,
                                   drop_remainder=eval_drop_remainder)
     common = dict(batch_size=batch_size, mean=dataset.mean, std=dataset.std)
+    train_pipeline = functools.partial(make_dataset, x, y, training=True,
+                                       augment=augment, seed=seed, **common)
     return Splits(
-        train=make_dataset(x, y, training=True, augment=augment, seed=seed,
-                           **common),
+        train=train_pipeline(),
+        train_pipeline=train_pipeline,
         validation=validation,
         test=make_dataset(dataset.x_test, dataset.y_test, training=False,
                           drop_remainder=eval_drop_remainder, **common),

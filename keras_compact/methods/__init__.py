@@ -1,5 +1,6 @@
 """Compaction methods, one module each, looked up by name."""
 
+from keras_compact import needs_tensorflow
 from keras_compact.methods import aps
 from keras_compact.methods import baseline
 from keras_compact.methods import compose

@@ -59,6 +59,7 @@ class TeacherDistillationModel(keras.Model):
     def __init__(self, student, teacher, temperature=4.0, weight=1.0,
                  **kwargs):
         super().__init__(**kwargs)
+        distribute.require_tensorflow_backend(self)
         if tuple(student.outputs[0].shape) != tuple(teacher.outputs[0].shape):
             raise ValueError(
                 f"Teacher and student must output the same logits shape. "

@@ -85,6 +85,7 @@ class OnlineDistillationModel(keras.Model):
     def __init__(self, students, temperature=4.0, fixed_teacher=None,
                  kd_temperature=4.0, kd_weight=1.0, **kwargs):
         super().__init__(**kwargs)
+        distribute.require_tensorflow_backend(self)
         students = list(students)
         if not students:
             raise ValueError("OnlineDistillationModel needs at least one "

@@ -1,0 +1,3 @@
+"""The CIFAR and ImageNet trainers (absl flags); they need TensorFlow."""
+
+from keras_compact import needs_tensorflow

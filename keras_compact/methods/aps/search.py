@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_compact import distribute
 from keras_compact import files
 from keras_compact.layers.aps.projections import normalize_columns
 from keras_compact.methods.aps.controller import ChannelController
@@ -106,6 +107,7 @@ class ChannelSearchModel(keras.Model):
                  reward_source="held_out", projection_interval=1,
                  **kwargs):
         super().__init__(**kwargs)
+        distribute.require_tensorflow_backend(self)
         if reward_source not in REWARD_SOURCES:
             raise ValueError(
                 f"reward_source must be one of {', '.join(REWARD_SOURCES)}."
