@@ -9,10 +9,6 @@ import pytest
 from tests.backends import cases
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
-# Inner layers that get no dtype from their parent, on every backend; the
-# fix is on branch layerapi (issue 17): drop the mark when it is merged.
-POLICY_NOT_PASSED_DOWN = {"expander_conv_gather", "aps_shortcut",
-                          "aps_basic_block", "aps_inverted_residual"}
 
 
 @pytest.fixture(params=cases.CASES, ids=cases.IDS)
@@ -41,11 +37,8 @@ def test_layer_fits_one_step_and_round_trips_through_keras_file(
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_sublayer_computes_in_the_layer_policy(case, policy, request):
+def test_every_sublayer_computes_in_the_layer_policy(case, policy):
     _, name, kwargs, shape, _ = case
-    if case[0] in POLICY_NOT_PASSED_DOWN:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="sublayer without the parent's dtype policy"))
     from keras_compact import layers
 
     layer = getattr(layers, name)(**kwargs, dtype=policy)
