@@ -4,7 +4,8 @@ Examples see `keras`, `np` and `keras_compact` without importing them. The
 command-line modules define absl flags at import, so importing them all in
 one process would define some flags twice; they hold no examples. Examples
 that build a whole network or read a dataset take seconds: they run in the
-slow tier (`-m slow`), the rest in the default tier.
+slow tier, and in CI's ci_slow tier (`-m ci_slow`, about 2 minutes), the
+rest in the default tier.
 """
 
 import os
@@ -43,6 +44,7 @@ def pytest_collection_modifyitems(items):
         if isinstance(item, pytest.DoctestItem) and item.name in (
                 SLOW_EXAMPLES):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.ci_slow)
 
 
 @pytest.fixture(autouse=True)
