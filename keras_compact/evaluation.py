@@ -12,8 +12,7 @@ Usage (an exported model and its dataset; not run as a doctest)::
 
     runner = keras_compact.evaluation.open_model("export/model_int8.tflite")
     dataset = keras_compact.data.load("fashion_mnist")
-    keras_compact.evaluation.evaluate_on(runner, dataset)["top1"]
-0.9012
+    keras_compact.evaluation.evaluate_on(runner, dataset)["top1"]  # 0.9012
 """
 
 import logging

@@ -370,10 +370,9 @@ REFUSALS = {
                 "layer (MEAN, two FULLY_CONNECTED, LOGISTIC at the fixed "
                 "scale 1/256, MUL, SPLIT, the fold's ADDs, CONCATENATION) "
                 "that the twin does not model yet",
-    ExpanderConv2D: "only the masked form (the deployable default) is "
-                    "modelled, not the gathered one",
-    ExpanderDense: "only the masked form (the deployable default) is "
-                   "modelled, not the gathered one",
+    **dict.fromkeys((ExpanderConv2D, ExpanderDense),
+                    "only the masked form (the deployable default) is "
+                    "modelled, not the gathered one"),
 }
 
 

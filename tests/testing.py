@@ -60,16 +60,21 @@ def run_layer_test(layer_cls, init_kwargs, input_shape, expected_output_shape,
 
 
 def run_precision_test(layer_cls, init_kwargs, input_shape,
-                       policy="mixed_float16"):
+                       policy="mixed_float16", inputs=None):
     """Every sublayer of a layer built under a per-layer `policy` computes
     in the policy's compute dtype and keeps float variables in its variable
     dtype (keras-hub's `run_precision_test`); the output has the compute
-    dtype. Returns the built layer."""
+    dtype and is finite. `inputs` default to uniform [0, 1) values of
+    `input_shape`. Returns the built layer."""
     policy = keras.dtype_policies.get(policy)
     layer = layer_cls(**init_kwargs, dtype=policy)
-    output = layer(np.random.uniform(size=input_shape).astype("float32"))
+    if inputs is None:
+        inputs = np.random.uniform(size=input_shape).astype("float32")
+    output = layer(inputs)
     assert keras.backend.standardize_dtype(output.dtype) == (
         policy.compute_dtype)
+    assert np.isfinite(keras.ops.convert_to_numpy(
+        keras.ops.cast(output, "float32"))).all()
     for sublayer in layer._flatten_layers():
         assert sublayer.compute_dtype == policy.compute_dtype, sublayer.name
         assert sublayer.variable_dtype == policy.variable_dtype, (
@@ -77,6 +82,8 @@ def run_precision_test(layer_cls, init_kwargs, input_shape,
     for weight in layer.weights:
         if "float" in weight.dtype:
             assert weight.dtype == policy.variable_dtype, weight.path
+        else:  # graph tables and masks
+            assert weight.dtype in ("int32", "bool"), weight.path
     return layer
 
 

@@ -152,7 +152,6 @@ def kaiming_normal():
     )
 
 
-
 def tf_grouped_conv2d(inputs, kernel, strides, padding, dilations):
     """`tf.nn.conv2d` with a grouped kernel, split per group where needed.
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests import testing
 from tests.backends import cases
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -41,14 +42,5 @@ def test_every_sublayer_computes_in_the_layer_policy(case, policy):
     _, name, kwargs, shape, _ = case
     from keras_compact import layers
 
-    layer = getattr(layers, name)(**kwargs, dtype=policy)
-    x = cases.inputs_for(case)
-    y = layer(x)
-    compute = keras.mixed_precision.DTypePolicy(policy).compute_dtype
-    assert keras.backend.standardize_dtype(y.dtype) == compute
-    assert np.isfinite(keras.ops.convert_to_numpy(
-        keras.ops.cast(y, "float32"))).all()
-    dtypes = {sub.path: sub.compute_dtype
-              for sub in [layer, *layer._flatten_layers()]}
-    assert set(dtypes.values()) == {compute}, dtypes
-    assert {w.dtype for w in layer.weights} <= {"float32", "int32", "bool"}
+    testing.run_precision_test(getattr(layers, name), kwargs, shape,
+                               policy, inputs=cases.inputs_for(case))
