@@ -55,7 +55,8 @@ def test_expandnet_with_teacher_trains_and_contracts(teacher_path):
     config = expandnet_config.get_config(
         f"arch=smallnet3,expand=cl+fc,teacher={teacher_path}")
     method = methods.get("expandnet")
-    model = method.build_model(config, (32, 32, 3), 10)
+    model = knowledge_distillation.with_teacher(
+        method.build_model(config, (32, 32, 3), 10), config)
     assert isinstance(model, knowledge_distillation.TeacherDistillationModel)
     method.compile_model(model, keras.optimizers.SGD(0.01, momentum=0.9),
                          config)

@@ -233,9 +233,8 @@ class ExpandNet(Method):
         check_option(config, "expand_rate", lambda v: v > 0, "> 0")
 
     def build_model(self, config, input_shape, num_classes):
-        return knowledge_distillation.with_teacher(
-            build_expanded(config.arch, input_shape, num_classes,
-                           config.expand, config.expand_rate), config)
+        return build_expanded(config.arch, input_shape, num_classes,
+                              config.expand, config.expand_rate)
 
     def deployable(self, model, context):
         del context

@@ -75,11 +75,8 @@ def training_macs(config):
         # The masked form runs the dense convolutions (zeros included).
         config.method = "baseline"
         config.arch = config.arch.removeprefix("x_")
-    if config.get("teacher"):
-        config.teacher = ""  # the teacher's forward: a third of its training
     model = methods.get(config.method).build_model(config, shape, classes)
-    parts = getattr(model, "students", None) or [getattr(model, "student",
-                                                         model)]
+    parts = getattr(model, "students", None) or [model]
     return sum(profiling.profile(part).macs for part in parts)
 
 
@@ -100,6 +97,7 @@ def row_estimate(table, row, options, tflops, teacher_macs=0):
         search = 6 * training_macs(full) * images * config.search_epochs
         images = TRAIN_IMAGES[dataset]  # trained from scratch on all
     else:
+        # The teacher runs forward only: a third of a training step's FLOPs.
         macs = training_macs(config) + teacher_macs // 3
     flops = 6 * macs * images * config.epochs + search
     rate = ((tflops or ASSUMED_TFLOPS[dataset]) * 1e12
