@@ -16,20 +16,28 @@ import pytest  # noqa: E402
 
 collect_ignore = ["keras_compact/tools", "keras_compact/trainers"]
 
-# Examples measured at over 5 s each (2026-12-02, loaded 2-core machine).
+# Examples measured at over 5 s each (2026-12-02, loaded 2-core machine),
+# and those building a whole network in 3.5-14 s (2026-12-02 18:30 UTC,
+# load ~11 on 2 cores).
 SLOW_EXAMPLES = {
     "keras_compact.data.registry.load",
     "keras_compact.export.to_litert",
+    "keras_compact.methods.aps.decode.decode",
     "keras_compact.methods.aps.decode.decode_mobilenet_v2",
     "keras_compact.methods.aps.decode.decode_resnet18",
+    "keras_compact.methods.aps.search.ChannelSearchModel",
     "keras_compact.methods.aps.search.ChannelSearchModel.controller_update",
     "keras_compact.methods.aps.supernets.APSMobileNetV2",
     "keras_compact.methods.aps.supernets.APSResNet",
+    "keras_compact.methods.aps.supernets.APSResNetCifar",
+    "keras_compact.methods.expandnet.build_expanded",
     "keras_compact.methods.expandnet.contract",
     "keras_compact.models.densenet.densenet_bc_cifar",
     "keras_compact.models.mobilenet.mobilenet_v1",
     "keras_compact.models.mobilenet.mobilenet_v2",
+    "keras_compact.models.registry.build",
     "keras_compact.models.resnet.resnet",
+    "keras_compact.models.resnet_cifar.resnet_cifar",
     "keras_compact.models.sc_resnet.sc_resnet",
     "keras_compact.models.vgg.vgg16_cifar",
     "keras_compact.models.x_imagenet.x_mobilenet_v1",

@@ -92,12 +92,20 @@ def test_profile_table_lists_layers_and_total():
     assert table.endswith("| total | | | 272,474 | 40,813,184 |")
 
 
-@pytest.fixture(scope="module")
-def trained_resnet():
-    """A ResNet-20 with non-trivial BN statistics and its inputs."""
+# The export path meets the same layers (conv, folded BN, pad, add, pooling,
+# dense) in ResNet-8 on 16x16 as in ResNet-20 on 32x32, in a third of the
+# converter's time; the ResNet-20 case runs in the ci_slow tier.
+@pytest.fixture(scope="module", params=[
+    pytest.param((8, 16), id="resnet8"),
+    pytest.param((20, 32), id="resnet20",
+                 marks=[pytest.mark.slow, pytest.mark.ci_slow]),
+])
+def trained_resnet(request):
+    """A CIFAR ResNet with non-trivial BN statistics and its inputs."""
+    depth, size = request.param
     keras.utils.set_random_seed(0)
-    model = models.build("resnet20", (32, 32, 3), 10)
-    x = np.random.default_rng(0).normal(size=(64, 32, 32, 3)).astype(
+    model = models.resnet_cifar.resnet_cifar(depth, (size, size, 3), 10)
+    x = np.random.default_rng(0).normal(size=(64, size, size, 3)).astype(
         "float32")
     y = np.random.default_rng(1).integers(0, 10, 64)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
