@@ -111,6 +111,11 @@ def test_qat_twin_of_grouped_residual_net_equals_int8_file(tmp_path):
     # computed last) the union of its range and the ADD's; the twin
     # models that (`qat._join_add_ranges`), so one step holds here too.
     assert _max_steps(twin, path, dataset.x_test[:64]) <= ONE_STEP
+    # One grouped CONV_2D with or without oneDNN: the split form that
+    # trains without it (a CONV_2D per group, CONCATENATION, BN left as a
+    # MUL and an ADD, each quantized) would be 2 steps from the twin.
+    assert not {"SPLIT", "CONCATENATION", "MUL"} & set(
+        export.litert_ops(path))
     grouped = [q for q in qat.quantizers(twin) if "grouped" in q.name]
     assert grouped[0].joined is not None
 
