@@ -379,12 +379,37 @@ class QuantizedOutput(keras.layers.Layer):
         super().__init__(name=f"qat_{layer.name}", **kwargs)
         self.layer, self.activation = layer, activation
         self.quantizer = ActivationQuantizer(name=f"qat_{layer.name}_out")
+        self.input_quantizer = None
+
+    reads = FoldedKernelLayer.reads
 
     def call(self, inputs, training=False):
+        integer = INTEGER_OPS.get(type(self.layer))
+        if (integer and not training and not self.quantizer.calibrating
+                and self.input_quantizer is not None
+                and self.quantizer.built):
+            return integer(self.layer, inputs, self.input_quantizer,
+                           self.quantizer)
         # training=False: BN statistics stay frozen, dropout is off.
         y = _apply_activation(self.activation,
                               self.layer(inputs, training=False))
         return self.quantizer(y, training=training)
+
+
+def _integer_mean(layer, x, in_quantizer, out_quantizer):
+    """XNNPACK's int8 MEAN: the int32 sum of the input levels times the
+    float32 scale `input_scale / (count * output_scale)`, rounded."""
+    in_scale = in_quantizer.scale_and_zero()[0]
+    out_scale, out_zero = out_quantizer.scale_and_zero()
+    count = x.shape[1] * x.shape[2]
+    total = ops.sum(ops.round(x / in_scale), axis=(1, 2),
+                    keepdims=layer.keepdims)
+    q = ops.round(total * (in_scale / (count * out_scale))) + out_zero
+    return (ops.clip(q, INT8_MIN, INT8_MAX) - out_zero) * out_scale
+
+
+# Weightless layers the twin computes in integers at inference.
+INTEGER_OPS = {keras.layers.GlobalAveragePooling2D: _integer_mean}
 
 
 class InputQuantizer(keras.layers.Layer):
@@ -562,6 +587,8 @@ def quantize_model(model):
             quantizer_of[output] = quantizer_of.get(node.inputs)
         else:
             twin = QuantizedOutput(layer, extra["activation"])
+            if isinstance(node.inputs, int):  # one input, e.g. a MEAN
+                twin.reads(quantizer_of.get(node.inputs))
         quantizer_of.setdefault(output, getattr(twin, "quantizer", None))
         y = twin(args)
         values[output] = y
