@@ -28,6 +28,7 @@ from keras import ops
 from keras_compact import api
 from keras_compact import files
 from keras_compact.errors import UsageError
+from keras_compact.layers import grouped_conv
 from keras_compact.registry import Registry
 
 log = logging.getLogger("keras_compact")
@@ -479,7 +480,9 @@ def to_litert(model, path, quantization="float32", representative_data=None):
     kwargs = make_kwargs(representative_data, raw_pixels=bool(contract))
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "model.tflite")
-        model.export(local, format="litert", verbose=False, **kwargs)
+        # The same file with or without oneDNN: one grouped CONV_2D.
+        with grouped_conv.forward_only():
+            model.export(local, format="litert", verbose=False, **kwargs)
         if quantization == "int8":
             widen_degenerate_scales(local)
         if contract:

@@ -111,6 +111,11 @@ def test_qat_twin_of_grouped_residual_net_equals_int8_file(tmp_path):
     # computed last) the union of its range and the ADD's; the twin
     # models that (`qat._join_add_ranges`), so one step holds here too.
     assert _max_steps(twin, path, dataset.x_test[:64]) <= ONE_STEP
+    # One grouped CONV_2D with or without oneDNN: the split form that
+    # trains without it (a CONV_2D per group, CONCATENATION, BN left as a
+    # MUL and an ADD, each quantized) would be 2 steps from the twin.
+    assert not {"SPLIT", "CONCATENATION", "MUL"} & set(
+        export.litert_ops(path))
     grouped = [q for q in qat.quantizers(twin) if "grouped" in q.name]
     assert grouped[0].joined is not None
 
@@ -200,3 +205,65 @@ def test_qat_fine_tunes_under_mirrored_strategy(tmp_path):
     path = export.to_litert(servable, str(tmp_path / "m.tflite"), "int8",
                             calibration)
     assert _max_steps(twin, path, dataset.x_test[:64]) <= ONE_STEP
+
+
+def _levels_off(twin, path, pixels):
+    """Share of the file's int8 outputs that the twin puts on another
+    level."""
+    runner = evaluation.open_model(path)
+    expected = keras.ops.convert_to_numpy(twin(pixels.astype("float32")))
+    return np.mean(np.abs(runner.predict(pixels) - expected)
+                   > 0.5 * runner.output_step)
+
+
+def _deep_separable_net(dataset, blocks=8):
+    """Untrained MobileNet-like stack of depthwise + 1x1 blocks whose BN
+    statistics are those of real images (so no layer dies or explodes)."""
+    inputs = keras.Input(dataset.input_shape)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same",
+                            use_bias=False)(inputs)
+    x = keras.layers.ReLU()(BatchNormalization()(x))
+    for _ in range(blocks):
+        x = keras.layers.DepthwiseConv2D(3, padding="same",
+                                         use_bias=False)(x)
+        x = keras.layers.ReLU(6.0)(BatchNormalization()(x))
+        x = keras.layers.Conv2D(16, 1, use_bias=False)(x)
+        x = keras.layers.ReLU()(BatchNormalization()(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    images = (dataset.x_train[:256].astype("float32") - dataset.mean
+              ) / dataset.std
+    norms = [layer for layer in model.layers
+             if isinstance(layer, BatchNormalization)]
+    # In training mode each BN normalises by its batch statistics, so
+    # storing them as the moving ones gives that forward at inference.
+    seen = keras.Model(inputs, [layer.input for layer in norms])(
+        images, training=True)
+    for layer, h in zip(norms, seen):
+        h = keras.ops.convert_to_numpy(h)
+        c = h.shape[-1]
+        layer.set_weights([np.ones(c), np.zeros(c), h.mean(axis=(0, 1, 2)),
+                           h.var(axis=(0, 1, 2))])
+    return export.with_raw_input(model, dataset.mean, dataset.std)
+
+
+# 65 s on the loaded 2-core machine (most of it the conversion).
+@pytest.mark.slow
+@pytest.mark.ci_slow
+def test_qat_twin_of_deep_net_computes_the_int8_kernels(tmp_path):
+    dataset = deploy_models.fashion_mnist()
+    keras.utils.set_random_seed(0)
+    twin, path = _calibrated_twin_and_file(
+        _deep_separable_net(dataset), deploy_models.calibration(dataset),
+        tmp_path / "d.tflite")
+    pixels = dataset.x_test[:128]
+    # 19 int8 ops. The twin computes each conv, depthwise and dense layer
+    # and the MEAN as XNNPACK does (int32 sums, float32 requantization,
+    # round half to even): measured 0.9% of the 1,280 outputs a level off
+    # (2.7% with 12 blocks), at most 2 steps. A few flips are left, whose
+    # source was not found; each spreads to every value that reads it, so
+    # no per-value bound holds through the depth. Computed in float, as
+    # before, each layer put ~0.2% of its values on the neighbouring
+    # level: 58% of the outputs off, 4 steps (83% and 13 with 12 blocks).
+    # 10% sits between the two.
+    assert _levels_off(twin, path, pixels) <= 0.10

@@ -1,5 +1,7 @@
 """A grouped 2D convolution that takes TensorFlow's fast grouped kernel."""
 
+import contextlib
+import contextvars
 import functools
 
 import keras
@@ -155,16 +157,38 @@ def kaiming_normal():
 def tf_grouped_conv2d(inputs, kernel, strides, padding, dilations):
     """`tf.nn.conv2d` with a grouped kernel, split per group where needed.
 
-    The single grouped op where TF's CPU kernels differentiate it, else
-    `_split_grouped_conv`; `padding` is TF's `"SAME"` or `"VALID"`.
+    The single grouped op where TF's CPU kernels differentiate it or the
+    graph is only run forward (`forward_only`), else `_split_grouped_conv`;
+    `padding` is TF's `"SAME"` or `"VALID"`.
     """
     import tensorflow as tf
 
     conv = tf.nn.conv2d
-    if kernel.shape[2] != inputs.shape[-1] and not grouped_gradients_work():
+    if (kernel.shape[2] != inputs.shape[-1] and not _FORWARD_ONLY.get()
+            and not grouped_gradients_work()):
         conv = _split_grouped_conv
     return conv(inputs, kernel, strides=strides, padding=padding,
                 dilations=dilations)
+
+
+_FORWARD_ONLY = contextvars.ContextVar("forward_only", default=False)
+
+
+@contextlib.contextmanager
+def forward_only():
+    """Traces grouped convs as one grouped op, with or without oneDNN.
+
+    For graphs that are converted, not trained or run by TF's kernels:
+    the LiteRT converter then writes one grouped `CONV_2D` whose BN the
+    converter folds, where the split form leaves a `SPLIT`, a `CONV_2D` per
+    group, a `CONCATENATION` and BN as a quantized `MUL` and `ADD`
+    (`export.to_litert` uses it).
+    """
+    token = _FORWARD_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _FORWARD_ONLY.reset(token)
 
 
 @functools.cache
