@@ -192,9 +192,31 @@ def paired_interval(differences):
 def report(root, plot="benchmarks/aps_fashion.png"):
     rows = {os.path.splitext(n)[0]: files.read_json(f"{root}/rows/{n}")
             for n in sorted(tf.io.gfile.listdir(f"{root}/rows"))}
-    for name, row in rows.items():
-        print(name, {k: v for k, v in row.items()
-                     if k not in ("curve", "candidates", "probe")})
+    budget = 0.5 * aps.table_macs(aps.standard_widths(20), SHAPE)
+    print("| seed | net | widths | table MACs (/ T) | conv+fc MACs | params "
+          "| test top-1 |\n|---|---|---|---:|---:|---:|---:|")
+    for seed in SEEDS:
+        for kind in ("searched", "uniform"):
+            row = rows.get(f"{kind}{seed}")
+            if row:
+                widths = ",".join(map(str, row["widths"]))
+                share = row["table_macs"] / budget
+                print(f"| {seed} | {kind} | `{widths}` | "
+                      f"{row['table_macs']:,} ({share:.2f}) | "
+                      f"{row['macs']:,} | {row['params']:,} | "
+                      f"{100 * row['test_accuracy']:.2f}% |")
+    for seed in SEEDS:
+        row = rows.get(f"search{seed}")
+        if row:
+            curve = [r for r in row["curve"] if r["searching"]]
+            print(f"search {seed}: warm-up {row['warmup_epochs']}, probe "
+                  "means", [round(float(np.mean(r["accuracy"])), 1)
+                            for r in row["probe"]],
+                  "entropy", [round(r["entropy"], 2) for r in curve],
+                  "reward", [round(r["reward"], 3) for r in curve],
+                  "MACs/T", [round(r["budget"], 2) for r in curve],
+                  "chosen", row["widths"], row["charged_macs"],
+                  row["accuracy"], "shrunk", row["shrunk"])
     seeds = [s for s in SEEDS if f"uniform{s}" in rows]
     for kind in ("searched", "uniform"):
         acc = [100 * rows[f"{kind}{s}"]["test_accuracy"] for s in seeds]
