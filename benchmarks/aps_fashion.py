@@ -2,6 +2,7 @@
 
     python benchmarks/aps_fashion.py run [ROOT]     # resumable, row by row
     python benchmarks/aps_fashion.py report [ROOT]  # table + search curves
+    python benchmarks/aps_fashion.py pace           # one path's pace
 
 For each seed k: search ResNet-20 widths (candidates 8/16/32) at 50% of
 ResNet-20's table MACs on a 2,000/2,000 split of the first 4,000 training
@@ -180,6 +181,38 @@ def run(root):
              _train(root, f"uniform{s}", s, uniform_widths(b)))
 
 
+class _Path(keras.Model):
+    """One fixed path of a fresh supernet, trained as a plain model."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.supernet = aps.APSResNetCifar(20, (8, 16, 32), None, 10, SHAPE)
+        self.arch = tf.constant(arch, tf.int32)
+
+    def call(self, x, training=None):
+        return self.supernet((x, self.arch), training=training)
+
+
+def pace(root, epochs=3):
+    """Training accuracy per epoch of one path: the decoded all-16 net and
+    the supernet trained on its fixed all-16 path (SGD 0.1, momentum 0.9,
+    seed 0's split); the supernet under path sampling is the search's
+    warm-up (`run`)."""
+    del root  # nothing is stored
+    config = aps_config.get_config(DATA + SEARCH + ",seed=0")
+    keras.utils.set_random_seed(0)
+    data = training.load_data(config, tf.distribute.get_strategy())
+    for name, model in (("decoded", aps.decode([16] * 18 + [32], SHAPE, 10,
+                                               "paper")),
+                        ("supernet path", _Path([1] * 19))):
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True), metrics=["accuracy"])
+        history = model.fit(data.train, epochs=epochs, verbose=2).history
+        print(name, "training accuracy per epoch",
+              np.round(history["accuracy"], 4).tolist())
+
+
 def paired_interval(differences):
     """Mean and 95% t-interval half-width of paired differences."""
     from scipy import stats
@@ -280,4 +313,4 @@ def report(root, plot="benchmarks/aps_fashion.png"):
 
 if __name__ == "__main__":
     root = sys.argv[2] if len(sys.argv) > 2 else "/tmp/aps/fashion"
-    {"run": run, "report": report}[sys.argv[1]](root)
+    {"run": run, "report": report, "pace": pace}[sys.argv[1]](root)
