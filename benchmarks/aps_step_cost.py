@@ -1,7 +1,7 @@
 """APS search step cost vs a plain step, two code versions interleaved.
 
     python benchmarks/aps_step_cost.py --before=TREE [--rounds=1] [--log=F]
-        [--shapes=cifar,imagenet]
+        [--shapes=cifar,imagenet] [--imagenet_steps=2]
 
 TREE is a checkout of an older commit (`git worktree add --detach TREE
 8617912`: before the parity fixes). Each run is a subprocess that imports
@@ -112,11 +112,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--log", default="/tmp/aps/step_cost.jsonl")
     parser.add_argument("--shapes", default="cifar,imagenet")
+    parser.add_argument("--imagenet_steps", type=int, default=2,
+                        help="timed steps at ImageNet shape, after as many "
+                             "traced ones")
     parser.add_argument("--measure", action="store_true",
                         help=argparse.SUPPRESS)  # one run (a subprocess)
     args = parser.parse_args()
     if args.measure:
-        print("ROW " + json.dumps(measure(args.shapes.split(","))),
+        print("ROW " + json.dumps(measure(args.shapes.split(","),
+                                          imagenet_steps=args.imagenet_steps)),
               flush=True)
         return
     order = []
@@ -128,7 +132,8 @@ def main():
         started = time.time()
         result = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--before=-",
-             "--measure", f"--shapes={args.shapes}"], cwd=tree, env=env,
+             "--measure", f"--shapes={args.shapes}",
+             f"--imagenet_steps={args.imagenet_steps}"], cwd=tree, env=env,
             capture_output=True, text=True)
         rows = [line[4:] for line in result.stdout.splitlines()
                 if line.startswith("ROW ")]

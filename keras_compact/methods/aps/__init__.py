@@ -40,6 +40,7 @@ from keras_compact.methods.aps.method import APS
 from keras_compact.methods.aps.method import FAMILIES
 from keras_compact.methods.aps.method import PHASES
 from keras_compact.methods.aps.method import Family
+from keras_compact.methods.aps.method import build_search
 from keras_compact.methods.aps.method import family
 from keras_compact.methods.aps.method import search_from_config
 from keras_compact.methods.aps.search import REWARD_SOURCES
@@ -76,6 +77,7 @@ __all__ = [
     "SearchDiverged",
     "SearchLog",
     "arch_macs",
+    "build_search",
     "cifar_resolutions",
     "conv_groups",
     "decode",

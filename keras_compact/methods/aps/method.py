@@ -1,6 +1,7 @@
 """`--method=aps`: the search and train phases, the families."""
 
 import dataclasses
+import logging
 import os
 
 import keras
@@ -28,6 +29,7 @@ from keras_compact.methods.registry import register
 from keras_compact.registry import Registry
 
 PHASES = ("search", "train", "both")
+log = logging.getLogger("keras_compact")
 
 
 def _depth(arch):
@@ -124,13 +126,13 @@ def reward_batches(held_out, batch_size, buffer=10_000, seed=0):
                  num_parallel_calls=tf.data.AUTOTUNE))
 
 
-def search_from_config(config, data, workdir, verbose=1, chief=True):
-    """Builds the supernet and controller from `config`, searches, selects.
+def build_search(config, data):
+    """The compiled search model of `config` and what it fits on.
 
     `data` needs `.train`, `.validation` (held out of train), `.input_shape`
-    and `.num_classes`. Only a `chief` writes the search state to
-    `workdir`. Returns the selection dict of `select_architecture` plus the
-    budget.
+    and `.num_classes`. Returns `(model, pairs, steps)`: `pairs` are the
+    (train, reward) batches, `steps` the steps per epoch to pass to `fit`
+    (None: one pass of the training set).
     """
     if data.validation is None:
         raise ValueError(
@@ -175,13 +177,23 @@ def search_from_config(config, data, workdir, verbose=1, chief=True):
     train = train.repeat() if fixed_steps else train
     pairs = (train if source == "train" else tf.data.Dataset.zip(
         (train, reward_batches(data.validation, batch).repeat())))
+    return model, pairs, steps if fixed_steps else None
+
+
+def search_from_config(config, data, workdir, verbose=1, chief=True):
+    """Builds the supernet and controller from `config`, searches, selects.
+
+    `data` as in `build_search`. Only a `chief` writes the search state to
+    `workdir`. Returns the selection dict of `select_architecture` plus the
+    budget.
+    """
+    model, pairs, steps = build_search(config, data)
     run_search(model, pairs, config.search_epochs,
-               config.search_warmup_epochs,
-               steps if fixed_steps else None, workdir, verbose,
+               config.search_warmup_epochs, steps, workdir, verbose,
                writes=chief)
     result = select_architecture(model, data.validation,
                                  config.num_test_archs, config.beam_width)
-    result["max_macs"] = max_macs
+    result["max_macs"] = model.max_macs
     return result
 
 
@@ -270,6 +282,9 @@ class APS(Method):
                 tf.io.gfile.makedirs(context.workdir)
                 files.write_json(path, result)
         config.widths = ",".join(map(str, result["widths"]))
+        log.info("APS search chose widths %s (%d charged MACs, held-out "
+                 "top-1 %.4f)", config.widths, result["charged_macs"],
+                 result["accuracy"])
         return config.phase == "both"
 
     def build_model(self, config, input_shape, num_classes):
