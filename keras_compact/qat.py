@@ -152,17 +152,12 @@ class ActivationQuantizer(keras.layers.Layer):
         return activation_params(float(low), float(high))
 
 
-def weight_scales(kernel, reduce_axes):
-    """Per-output-channel scales of symmetric int8 weights (keepdims)."""
+def weight_levels(kernel, reduce_axes):
+    """Per-output-channel symmetric int8 levels of a kernel and their
+    scales (keepdims)."""
     bound = ops.max(ops.abs(kernel), axis=reduce_axes, keepdims=True)
-    return ops.maximum(bound, 1e-12) / WEIGHT_MAX
-
-
-def quantize_weights(kernel, reduce_axes):
-    """Per-output-channel symmetric int8 fake quantization of a kernel."""
-    scale = weight_scales(kernel, reduce_axes)
-    q = ops.clip(ops.round(kernel / scale), -WEIGHT_MAX, WEIGHT_MAX)
-    return _straight_through(kernel, q * scale)
+    scale = ops.maximum(bound, 1e-12) / WEIGHT_MAX
+    return ops.clip(ops.round(kernel / scale), -WEIGHT_MAX, WEIGHT_MAX), scale
 
 
 def quantize_bias(bias, scale):
@@ -322,7 +317,7 @@ class FoldedKernelLayer(keras.layers.Layer):
                 + bias), training=False)
         if not training and self.input_quantizer is not None:
             return self._integer(x, kernel, bias)
-        kernel, scales = self._quantized(kernel)
+        kernel, _, scales = self._quantized(kernel)
         if self.input_quantizer is not None:
             bias = quantize_bias(
                 bias, self.input_quantizer.scale_and_zero()[0] * scales)
@@ -341,17 +336,10 @@ class FoldedKernelLayer(keras.layers.Layer):
         integers below 2**24 (|int8 - zero point| <= 255 times 127, over
         fewer than 518 products per output here), so float32 holds them
         exactly, in any order."""
-        in_scale, in_zero = self.input_quantizer.scale_and_zero()
-        del in_zero  # x is dequantized: (q - zero) * scale
+        # x is dequantized, (q - zero) * scale: x / scale is q - zero.
+        in_scale = self.input_quantizer.scale_and_zero()[0]
         out_scale, out_zero = self.quantizer.scale_and_zero()
-        scales = self._quantized(kernel)[1]
-        shape = kernel.shape
-        flat = ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1])
-                           ) if self.op.depthwise else kernel
-        levels = ops.clip(ops.round(flat / ops.reshape(
-            scales, (1,) * (len(flat.shape) - 1) + (-1,))),
-            -WEIGHT_MAX, WEIGHT_MAX)
-        levels = ops.reshape(levels, shape)
+        _, levels, scales = self._quantized(kernel)
         total = self.op.compute(self.layer, ops.round(x / in_scale), levels)
         total = total + ops.round(bias / (in_scale * scales))
         q = ops.round(total * (in_scale * scales / out_scale)) + out_zero
@@ -362,13 +350,14 @@ class FoldedKernelLayer(keras.layers.Layer):
         return (ops.clip(q, low, high) - out_zero) * out_scale
 
     def _quantized(self, kernel):
-        """The fake-quantized kernel and its per-channel scales, flat."""
+        """The fake-quantized kernel, its int8 levels (both shaped as the
+        kernel) and its per-output-channel scales, flat."""
         shape = kernel.shape
         flat = ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1])
                            ) if self.op.depthwise else kernel
-        scales = ops.reshape(weight_scales(flat, self.op.reduce_axes), (-1,))
-        return (ops.reshape(quantize_weights(flat, self.op.reduce_axes),
-                            shape), scales)
+        levels, scale = weight_levels(flat, self.op.reduce_axes)
+        return (ops.reshape(_straight_through(flat, levels * scale), shape),
+                ops.reshape(levels, shape), ops.reshape(scale, (-1,)))
 
 
 class QuantizedOutput(keras.layers.Layer):
